@@ -1,0 +1,1 @@
+"""CRM Connect bot: keeps every CRM sub-account connected from Slack."""

@@ -1,0 +1,119 @@
+"""The troubleshooting advice: one next step for every account state.
+
+`/crm-status`, DMs, callback pages and the digest all take their wording
+from `advise`, so the procedure reads the same everywhere. Advice is plain
+text; each surface escapes it for mrkdwn or HTML.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from storage.models import (
+    CONNECTED, METHOD_AGENCY, NEEDS_RECONNECT, NEVER_CONNECTED, NOT_INSTALLED, NOT_OWNED, PAUSED, Account,
+)
+
+REPEATED_FAILURES = 3
+REPEATED_FAILURE_DAYS = 7
+
+REASON_LABELS = {
+    NEVER_CONNECTED: "never connected",
+    NEEDS_RECONNECT: "needs reconnect: the CRM rejected the tokens",
+    NOT_OWNED: "not owned by the agency",
+    NOT_INSTALLED: "app not installed on this sub-account",
+    PAUSED: "sub-account paused in the CRM",
+}
+
+
+class Action(enum.StrEnum):
+    NONE = "none"
+    CONNECT = "connect"            # /crm-connect <account>: through the agency when it can
+    CONNECT_DIRECT = "connect_direct"
+    RESET = "reset"
+    WAIT = "wait"                  # nothing to do in Slack; the bot retries
+
+
+@dataclass(frozen=True)
+class History:
+    """What the advice needs from an account's events."""
+
+    failed_attempts: int = 0          # failed connects and refreshes within REPEATED_FAILURE_DAYS
+    agency_link_used: bool = False    # an agency login happened, yet this account has no connection
+    agency_connected: bool = False    # the account's agency holds a Company connection
+
+
+@dataclass(frozen=True)
+class Advice:
+    text: str
+    action: Action
+
+
+def status_label(account: Account) -> str:
+    """Return the shared wording: Connected, or No Active CRM Connection with the reason."""
+    if account.status == CONNECTED:
+        return "Connected"
+    return f"No Active CRM Connection ({REASON_LABELS.get(account.reason or NEVER_CONNECTED, account.reason)})"
+
+
+def incognito_tip(app_url: str) -> str:
+    return (f"If the CRM page does not show the account, open the link in an incognito window "
+            f"and log in at {app_url}, not at a white-label domain.")
+
+
+def advise(account: Account, history: History, *, app_url: str) -> Advice:
+    """Pick the next step for an account."""
+    ref = command_ref(account)
+
+    if account.status == CONNECTED:
+        return Advice("No action needed.", Action.NONE)
+
+    if history.failed_attempts >= REPEATED_FAILURES and account.reason != PAUSED:
+        return Advice(
+            f"Connecting failed {history.failed_attempts} times in {REPEATED_FAILURE_DAYS} days. "
+            f"Send a Direct Connection link with `/crm-connect {ref} direct`, have the account's own user log in "
+            f"to that sub-account, and check in the CRM that the agency still owns it.",
+            Action.CONNECT_DIRECT,
+        )
+
+    reason = account.reason or NEVER_CONNECTED
+    if reason == NOT_OWNED:
+        return Advice(
+            f"You don't own this account through the agency. Send a Direct Connection link with "
+            f"`/crm-connect {ref} direct` and log in to that account directly.",
+            Action.CONNECT_DIRECT,
+        )
+    if reason == NOT_INSTALLED:
+        return Advice(
+            f"The app is not installed on this sub-account. Send a Direct Connection link with "
+            f"`/crm-connect {ref} direct`, or install the app for it from the agency's marketplace page.",
+            Action.CONNECT_DIRECT,
+        )
+    if reason == PAUSED:
+        return Advice(
+            "The CRM reports this sub-account as paused (Location is not active). Reactivate it in the CRM; "
+            "the bot keeps the tokens and retries.",
+            Action.WAIT,
+        )
+    if reason == NEEDS_RECONNECT:
+        return Advice(
+            f"Reset the connection with `/crm-reset {ref}`. When the reset cannot recover it, the bot DMs a fresh link.",
+            Action.RESET,
+        )
+    if history.agency_link_used:
+        return Advice(
+            f"The agency login did not connect this account. Send a Direct Connection link with "
+            f"`/crm-connect {ref} direct`. {incognito_tip(app_url)}",
+            Action.CONNECT_DIRECT,
+        )
+    if history.agency_connected and account.agency_id is not None and account.method != METHOD_AGENCY:
+        return Advice(f"Connect it through the agency with `/crm-connect {ref}`.", Action.CONNECT)
+    return Advice(
+        f"Send a connect link with `/crm-connect {ref}`. {incognito_tip(app_url)}",
+        Action.CONNECT,
+    )
+
+
+def command_ref(account: Account) -> str:
+    """Return how to name the account in a command: its location id, else its name."""
+    return account.location_id or account.name

@@ -1,0 +1,1 @@
+"""Tables, engine, sessions, queries and migrations. Nothing outside this package writes SQL."""
