@@ -4,7 +4,10 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
-import storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import storage.digest_models  # noqa: F401  (each import registers its tables on SQLModel.metadata)
+import storage.lifecycle_models  # noqa: F401
+import storage.models  # noqa: F401
+import storage.sync_models  # noqa: F401
 
 target_metadata = SQLModel.metadata
 config = context.config
