@@ -41,6 +41,8 @@ class Settings:
     crm_api_url: str = "https://services.leadconnectorhq.com"
     crm_app_url: str = "https://app.gohighlevel.com"
     crm_webhook_public_key: str | None = None
+    crm_webhook_rsa_public_key: str | None = None
+    transient_failure_window_hours: float = 24.0
     token_encryption_key: str | None = None
     digest_channels: tuple[str, ...] = ()
     digest_time: time = time(9, 0)
@@ -115,6 +117,16 @@ class Settings:
         values["digest_when_empty"] = _parse_choice("DIGEST_WHEN_EMPTY", env.get("DIGEST_WHEN_EMPTY", ""), ("post", "skip"), "post")
         values["scheduler"] = _parse_choice("SCHEDULER", env.get("SCHEDULER", ""), ("embedded", "off"), "embedded")
         values["admin_user_ids"] = _parse_user_ids(env.get("ADMIN_USER_IDS", ""))
+        values["transient_failure_window_hours"] = _parse_hours("TRANSIENT_FAILURE_WINDOW_HOURS", env.get("TRANSIENT_FAILURE_WINDOW_HOURS", ""), 24.0)
+
+        for name in ("CRM_WEBHOOK_PUBLIC_KEY", "CRM_WEBHOOK_RSA_PUBLIC_KEY"):
+            attribute = _ATTRIBUTE_BY_ENV[name]
+            if attribute in values:
+                values[attribute] = values[attribute].replace("\\n", "\n")
+        if "crm_webhook_public_key" in values:
+            load_ed25519_public_key(values["crm_webhook_public_key"])
+        if "crm_webhook_rsa_public_key" in values:
+            load_rsa_public_key(values["crm_webhook_rsa_public_key"])
 
         if "token_encryption_key" in values:
             _check_encryption_keys(values["token_encryption_key"])
@@ -138,6 +150,8 @@ _ATTRIBUTE_BY_ENV = {
     "CRM_API_URL": "crm_api_url",
     "CRM_APP_URL": "crm_app_url",
     "CRM_WEBHOOK_PUBLIC_KEY": "crm_webhook_public_key",
+    "CRM_WEBHOOK_RSA_PUBLIC_KEY": "crm_webhook_rsa_public_key",
+    "TRANSIENT_FAILURE_WINDOW_HOURS": "transient_failure_window_hours",
     "TOKEN_ENCRYPTION_KEY": "token_encryption_key",
     "DIGEST_CHANNEL": "digest_channels",
     "DIGEST_TIME": "digest_time",
@@ -151,7 +165,7 @@ _ATTRIBUTE_BY_ENV = {
 # Variables whose raw string is not stored as is.
 _PARSED = {
     "DATABASE_URL", "PORT", "DIGEST_CHANNEL", "DIGEST_TIME", "DIGEST_TIMEZONE",
-    "DIGEST_DAYS", "DIGEST_WHEN_EMPTY", "SCHEDULER", "ADMIN_USER_IDS",
+    "DIGEST_DAYS", "DIGEST_WHEN_EMPTY", "SCHEDULER", "ADMIN_USER_IDS", "TRANSIENT_FAILURE_WINDOW_HOURS",
 }
 
 _EXAMPLES = {
@@ -234,7 +248,7 @@ def _parse_timezone(raw: str) -> str:
 def _parse_choice(name: str, raw: str, choices: tuple[str, ...], default: str) -> str:
     value = raw.strip().lower() or default
     if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {raw!r}. For example {name}={default}")
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {raw!r}. Use for example {name}={default}")
     return value
 
 
@@ -244,6 +258,59 @@ def _parse_user_ids(raw: str) -> frozenset[str]:
         if not re.fullmatch(r"[UW][A-Z0-9]{2,}", user_id):
             raise ConfigError(f"ADMIN_USER_IDS has a malformed user id: {user_id!r}. Use ids, for example ADMIN_USER_IDS=U0123ABCD,U0456EFGH")
     return ids
+
+
+def _parse_hours(name: str, raw: str, default: float) -> float:
+    text = raw.strip()
+    if not text:
+        return default
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = 0.0
+    if not 0 < hours <= 24 * 365:
+        raise ConfigError(f"{name} is malformed: {raw!r}. Use a positive number of hours, for example {name}={default:g}")
+    return hours
+
+
+def load_ed25519_public_key(text: str):
+    """Load the CRM's Ed25519 webhook key from PEM or from the base64 of its 32 raw bytes.
+
+    Raises ConfigError naming CRM_WEBHOOK_PUBLIC_KEY when the text is neither.
+    """
+    import base64
+    import binascii
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    text = text.strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            key = load_pem_public_key(text.encode())
+        else:
+            key = Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+    except (ValueError, TypeError, binascii.Error) as error:
+        raise ConfigError("CRM_WEBHOOK_PUBLIC_KEY is malformed: use the PEM public key from the CRM's webhook docs, "
+                          "or the base64 of its 32 raw bytes.") from error
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError("CRM_WEBHOOK_PUBLIC_KEY is not an Ed25519 key. Put the legacy RSA key in CRM_WEBHOOK_RSA_PUBLIC_KEY.")
+    return key
+
+
+def load_rsa_public_key(text: str):
+    """Load the CRM's legacy RSA webhook key from PEM. Raises ConfigError naming CRM_WEBHOOK_RSA_PUBLIC_KEY."""
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(text.strip().encode())
+    except (ValueError, TypeError) as error:
+        raise ConfigError("CRM_WEBHOOK_RSA_PUBLIC_KEY is malformed: use the PEM public key "
+                          "(-----BEGIN PUBLIC KEY-----) from the CRM's webhook docs.") from error
+    if not isinstance(key, RSAPublicKey):
+        raise ConfigError("CRM_WEBHOOK_RSA_PUBLIC_KEY is not an RSA key. Put the Ed25519 key in CRM_WEBHOOK_PUBLIC_KEY.")
+    return key
 
 
 def _check_encryption_keys(raw: str) -> None:
