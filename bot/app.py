@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 def create_bolt_app(services: Services) -> App:
     settings = services.settings
     app = App(
-        token=settings.slack_bot_token,
+        # The client carries the bot token and the Slack API URL.
         signing_secret=settings.slack_signing_secret,
         client=services.slack.client,
         # Keep Bolt's own logger quiet about request bodies, which hold user text.
