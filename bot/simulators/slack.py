@@ -102,6 +102,7 @@ class _Fault:
     retry_after: int | None
     remaining: int
     delay: float
+    skip: int = 0
 
 
 @dataclass
@@ -397,6 +398,7 @@ class SlackSimulator:
         retry_after: int | None = None,
         count: int = 1,
         delay: float = 0.0,
+        after: int = 0,
     ) -> None:
         """Fail the next ``count`` calls of ``method`` with an error instead of serving them.
 
@@ -404,7 +406,7 @@ class SlackSimulator:
         ``{"ok": false, "error": "ratelimited"}`` with ``Retry-After`` (``retry_after`` seconds,
         default 1). Any other status is sent as that HTTP status, with ``error`` or
         ``internal_error`` in the body. ``delay`` is the number of seconds to wait before
-        responding.
+        responding. ``after`` calls of ``method`` are served normally before the first failure.
         """
         if status == 200 and error is None:
             raise ValueError("fail_next() with status 200 needs an error, such as 'not_in_channel'")
@@ -412,7 +414,7 @@ class SlackSimulator:
             raise ValueError(f"count must be at least 1, got {count}")
 
         with self._lock:
-            fault = _Fault(error, status, retry_after, count, delay)
+            fault = _Fault(error, status, retry_after, count, delay, skip=after)
             self._faults.setdefault(method, deque()).append(fault)
 
     # Request handling
@@ -474,6 +476,9 @@ class SlackSimulator:
             if not queue:
                 return None
             fault = queue[0]
+            if fault.skip > 0:
+                fault.skip -= 1
+                return None
             fault.remaining -= 1
             if fault.remaining == 0:
                 queue.popleft()
