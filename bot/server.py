@@ -45,4 +45,13 @@ def serve(settings: Settings, *, host: str, port: int, threads: int) -> None:
         "graceful_timeout": 10,
         "accesslog": None,
     }
+    if settings.slack_app_token:
+        options["post_worker_init"] = lambda _worker: _start_socket_mode(web, settings)
     _Server(web, options).run()
+
+
+def _start_socket_mode(web, settings: Settings) -> None:
+    # Started in the worker, after the fork, so the connection lives in the process that owns the app.
+    from bot.socket_mode import start_socket_mode
+
+    start_socket_mode(web.extensions["crm_bolt"], settings.slack_app_token)

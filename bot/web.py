@@ -35,4 +35,6 @@ def create_web_app(services: Services | None = None) -> Flask:
     health.register(web, services)
 
     web.extensions["crm_services"] = services
+    # Socket Mode feeds the same Bolt app from a WebSocket (bot/socket_mode.py).
+    web.extensions["crm_bolt"] = bolt
     return web

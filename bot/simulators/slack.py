@@ -26,6 +26,8 @@ from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.simulators.websocket import SocketModeServer
+
 logger = logging.getLogger(__name__)
 
 # Seconds between the server loop's checks for stop(). Python's default of 0.5 s makes every
@@ -205,11 +207,13 @@ class SlackSimulator:
         self,
         bot_token: str = "xoxb-sim-token",
         team_id: str = "T0SIM0001",
+        app_token: str = "xapp-1-A0SIMAPP-sim-token",
         bot_user_id: str = "U0SIMBOT",
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
         self.team_id = team_id
         self.bot_user_id = bot_user_id
 
@@ -228,6 +232,7 @@ class SlackSimulator:
         self._next_ts = 100
         self._server: _SimulatorServer | None = None
         self._thread: threading.Thread | None = None
+        self._socket_mode: SocketModeServer | None = None
 
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
@@ -237,6 +242,7 @@ class SlackSimulator:
             "chat.postEphemeral": self._chat_post_ephemeral,
             "views.publish": self._views_publish,
             "users.info": self._users_info,
+            "apps.connections.open": self._apps_connections_open,
         }
 
         self.add_user(bot_user_id, "crm-connect", real_name="CRM Connect")
@@ -269,6 +275,9 @@ class SlackSimulator:
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._socket_mode is not None:
+            self._socket_mode.stop()
+            self._socket_mode = None
         logger.info("Slack simulator on %s stopped", self.url)
         self._server = None
         self._thread = None
@@ -311,6 +320,20 @@ class SlackSimulator:
     def new_response_url(self) -> str:
         """Return a fresh response_url on this server."""
         return f"{self.url}/response/{secrets.token_urlsafe(12)}"
+
+    @property
+    def socket_mode(self) -> SocketModeServer:
+        """The Socket Mode WebSocket server, started on first use."""
+        with self._lock:
+            if self._socket_mode is None:
+                self._socket_mode = SocketModeServer(SIM_APP_ID, host=self._host)
+            return self._socket_mode
+
+    def channel_messages(self, channel: str) -> list[dict[str, Any]]:
+        """Return the messages of a channel as they stand now, after any chat.update, oldest first."""
+        with self._lock:
+            found = [message for (channel_id, _ts), message in self._messages.items() if channel_id == channel]
+        return sorted(found, key=lambda message: float(message["ts"]))
 
     def home_view(self, user_id: str) -> dict[str, Any] | None:
         """Return the App Home view last published for a user, or None."""
@@ -455,19 +478,23 @@ class SlackSimulator:
         try:
             if handler is None:
                 raise _ApiError("unknown_method")
-            self._authenticate(headers, args)
+            self._authenticate(headers, args, method)
             return handler(args)
         except _ApiError as error:
             logger.info("Slack simulator returned error %s for %s", error.error, method)
             return {"ok": False, "error": error.error}
 
-    def _authenticate(self, headers: dict[str, str], args: dict[str, Any]) -> None:
+    def _authenticate(self, headers: dict[str, str], args: dict[str, Any], method: str = "") -> None:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             token = str(args.get("token", ""))
         if not token:
             raise _ApiError("not_authed")
-        if not hmac.compare_digest(token.strip().encode(), self.bot_token.encode()):
+        # apps.connections.open takes the app-level token (xapp-), every other method the bot token.
+        expected = self.app_token if method == "apps.connections.open" else self.bot_token
+        if token.strip().startswith("xapp-") != expected.startswith("xapp-"):
+            raise _ApiError("not_allowed_token_type")
+        if not hmac.compare_digest(token.strip().encode(), expected.encode()):
             raise _ApiError("invalid_auth")
 
     def _take_fault(self, method: str) -> _Response | None:
@@ -604,6 +631,9 @@ class SlackSimulator:
         with self._lock:
             self._home_views[user_id] = published
         return {"ok": True, "view": published}
+
+    def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": self.socket_mode.new_url()}
 
     def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
@@ -871,3 +901,33 @@ def make_block_action(
         payload["message"] = message
 
     return {"payload": json.dumps(payload)}
+
+
+def make_app_home_opened(
+    user_id: str = "U0AGENT01",
+    *,
+    team_id: str = "T0SIM0001",
+    tab: str = "home",
+    api_app_id: str = SIM_APP_ID,
+) -> dict[str, Any]:
+    """Return the Events API body that Slack posts when a user opens the app's Home tab.
+
+    The bot receives it as JSON, so post it with ``Content-Type: application/json``.
+    """
+    event_time = int(time.time())
+    return {
+        "token": SIM_VERIFICATION_TOKEN,
+        "team_id": team_id,
+        "api_app_id": api_app_id,
+        "event": {
+            "type": "app_home_opened",
+            "user": user_id,
+            "channel": dm_channel_id(user_id),
+            "tab": tab,
+            "event_ts": f"{event_time}.000100",
+        },
+        "type": "event_callback",
+        "event_id": f"Ev{secrets.token_hex(5).upper()}",
+        "event_time": event_time,
+        "authorizations": [{"team_id": team_id, "user_id": "U0SIMBOT", "is_bot": True}],
+    }
