@@ -15,7 +15,7 @@ from storage.models import CONNECTED, DISCONNECTED, Account
 
 logger = logging.getLogger(__name__)
 
-FAILURE_EVENTS = ("connect_failed", "refresh_failed")
+FAILURE_EVENTS = ("connect_failed", "refresh_failed", "sync_failed")
 
 
 @dataclass(frozen=True)
@@ -77,12 +77,14 @@ def history_of(session: Session, account: Account) -> History:
     since = utcnow() - timedelta(days=REPEATED_FAILURE_DAYS)
     failed = sum(queries.count_events(session=session, account_id=account.id, kind=kind, since=since) for kind in FAILURE_EVENTS)
     agency_link_used = queries.count_events(session=session, account_id=account.id, kind="missed_by_agency_login", since=since) > 0
+    sync_failed = queries.count_events(session=session, account_id=account.id, kind="sync_failed", since=since) > 0
 
     agency_connected = False
     if account.agency_id is not None:
         agency = queries.get_agency(session=session, agency_id=account.agency_id)
         agency_connected = agency is not None and agency.status == CONNECTED
-    return History(failed_attempts=failed, agency_link_used=agency_link_used, agency_connected=agency_connected)
+    return History(failed_attempts=failed, agency_link_used=agency_link_used, agency_connected=agency_connected,
+                   sync_failed=sync_failed)
 
 
 def set_agency_status(session: Session, agency, *, connected: bool, reason: str | None = None) -> None:

@@ -38,9 +38,10 @@ class Action(enum.StrEnum):
 class History:
     """What the advice needs from an account's events."""
 
-    failed_attempts: int = 0          # failed connects and refreshes within REPEATED_FAILURE_DAYS
+    failed_attempts: int = 0          # failed connects, refreshes and syncs within REPEATED_FAILURE_DAYS
     agency_link_used: bool = False    # an agency login happened, yet this account has no connection
     agency_connected: bool = False    # the account's agency holds a Company connection
+    sync_failed: bool = False         # the agency sync could not mint a token for it within REPEATED_FAILURE_DAYS
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,11 @@ def advise(account: Account, history: History, *, app_url: str) -> Advice:
             Action.CONNECT_DIRECT,
         )
     if reason == NOT_INSTALLED:
+        tip = f" {incognito_tip(app_url)}" if history.agency_link_used else ""
         return Advice(
-            f"The app is not installed on this sub-account. Send a Direct Connection link with "
-            f"`/crm-connect {ref} direct`, or install the app for it from the agency's marketplace page.",
+            f"The app is not installed on this sub-account. An agency admin can install it from the app's page "
+            f"in the CRM marketplace (Install, then pick this sub-account) and run `/crm-connect agency` to sync it. "
+            f"Or send a Direct Connection link with `/crm-connect {ref} direct`.{tip}",
             Action.CONNECT_DIRECT,
         )
     if reason == PAUSED:
@@ -100,13 +103,25 @@ def advise(account: Account, history: History, *, app_url: str) -> Advice:
             f"Reset the connection with `/crm-reset {ref}`. When the reset cannot recover it, the bot DMs a fresh link.",
             Action.RESET,
         )
+    if history.sync_failed:
+        return Advice(
+            f"The agency sync could not connect this account. Send a Direct Connection link with "
+            f"`/crm-connect {ref} direct` and have the account's own user log in to that sub-account.",
+            Action.CONNECT_DIRECT,
+        )
     if history.agency_link_used:
         return Advice(
             f"The agency login did not connect this account. Send a Direct Connection link with "
             f"`/crm-connect {ref} direct`. {incognito_tip(app_url)}",
             Action.CONNECT_DIRECT,
         )
-    if history.agency_connected and account.agency_id is not None and account.method != METHOD_AGENCY:
+    if account.agency_id is None:
+        return Advice(
+            f"This account is outside the agency, so it needs a Direct Connection. Send a link with "
+            f"`/crm-connect {ref} direct`. {incognito_tip(app_url)}",
+            Action.CONNECT_DIRECT,
+        )
+    if history.agency_connected and account.method != METHOD_AGENCY:
         return Advice(f"Connect it through the agency with `/crm-connect {ref}`.", Action.CONNECT)
     return Advice(
         f"Send a connect link with `/crm-connect {ref}`. {incognito_tip(app_url)}",

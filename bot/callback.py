@@ -13,6 +13,7 @@ from bot.advice import incognito_tip
 from bot.connections import ConnectionService, hash_secret
 from bot.crm import CrmError, CrmReason, TokenGrant
 from bot.errors import StateError
+from bot.sync import start_agency_sync
 from storage import queries
 from storage.db import session_scope, utcnow
 from storage.models import COMPANY, CONNECTED, METHOD_AGENCY, METHOD_DIRECT, Account, OAuthState
@@ -153,10 +154,18 @@ class CallbackHandler:
     def _store(self, state: OAuthState, grant: TokenGrant) -> CallbackPage:
         if grant.user_type == COMPANY:
             page = self._store_agency(state, grant)
-        else:
-            page = self._store_location(state, grant)
+            self._dm_result(state, page)
+            self._start_sync(state, grant)
+            return page
+        page = self._store_location(state, grant)
         self._dm_result(state, page)
         return page
+
+    def _start_sync(self, state: OAuthState, grant: TokenGrant) -> None:
+        # Connect Accounts runs in a background thread, so the browser gets its page at once.
+        with session_scope(self.service.engine) as session:
+            agency = queries.get_agency_by_company_id(session=session, company_id=grant.company_id)
+        start_agency_sync(self.service, [agency.id], requester_user_id=state.requester_user_id)
 
     def _store_agency(self, state: OAuthState, grant: TokenGrant) -> CallbackPage:
         with session_scope(self.service.engine) as session:
@@ -168,12 +177,13 @@ class CallbackHandler:
         logger.info("Agency %s connected", agency.id)
 
         if state.method == METHOD_AGENCY or target is None:
-            return CallbackPage("Agency connected", f"The agency {agency.name} is connected. You can close this window.", ok=True)
+            return CallbackPage("Agency connected", f"The agency {agency.name} is connected. Its accounts are syncing now, "
+                                f"and the progress is in your Slack DMs. You can close this window.", ok=True)
         return CallbackPage(
             "Agency connected, account still red",
             f"You authorised the agency {agency.name}, not the sub-account {target.name}. "
-            f"The agency is now connected; {target.name} still shows No Active CRM Connection.",
-            f"To connect {target.name}, ask for a Direct Connection link and log in to that sub-account directly.",
+            f"The agency is now connected and its accounts are syncing; until then {target.name} shows No Active CRM Connection.",
+            f"If {target.name} stays red after the sync, ask for a Direct Connection link and log in to that sub-account directly.",
             ok=True,
         )
 
@@ -192,10 +202,12 @@ class CallbackHandler:
                                                 location_id=grant.location_id, owner_user_id=state.recipient_user_id)
 
             if grant.company_id:
+                # The token's company is the owner now, even when the account moved out of the agency.
+                if picked.company_id and picked.company_id != grant.company_id:
+                    logger.info("Account %s now belongs to company %s", picked.id, grant.company_id)
                 picked.company_id = grant.company_id
                 agency = queries.get_agency_by_company_id(session=session, company_id=grant.company_id)
-                if agency is not None and picked.agency_id is None:
-                    picked.agency_id = agency.id
+                picked.agency_id = agency.id if agency is not None else None
             if picked.owner_user_id is None:
                 picked.owner_user_id = state.recipient_user_id
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from bot import render
+from bot import render, sync_render
 from bot.accounts import history_of, mark_connected, mark_red, record_failure
 from bot.advice import Advice, advise, status_label
 from bot.crm import CrmClient, CrmError, CrmReason
@@ -19,6 +19,7 @@ from bot.crypto import TokenCipher
 from bot.errors import InputError
 from bot.settings import Settings
 from bot.slack_gateway import SlackGateway
+from bot.sync import start_agency_sync
 from bot.tokens import TokenStore
 from storage import queries
 from storage.db import session_scope, utcnow
@@ -144,6 +145,16 @@ class ConnectionService:
     # /crm-connect
 
     def connect_agency(self, *, caller: Caller, recipient_user_id: str) -> ConnectReply:
+        """DM an agency-level link, or, when an agency is already connected, re-run Connect Accounts for it."""
+        with session_scope(self.engine) as session:
+            connected = [agency for agency in queries.list_agencies(session=session) if agency.status == CONNECTED]
+        if connected:
+            if not self.settings.is_admin(caller.user_id):
+                return ConnectReply(sync_render.sync_not_admin_reply(), dm_sent=False)
+            # The reply goes out at once; the sync reports its progress and result by DM.
+            start_agency_sync(self, [agency.id for agency in connected], requester_user_id=caller.user_id)
+            return ConnectReply(sync_render.sync_started_reply([agency.name for agency in connected]), dm_sent=False)
+
         link, sent = self.send_link(caller=caller, recipient_user_id=recipient_user_id, account=None, method=METHOD_AGENCY)
         return ConnectReply(render.link_sent_reply(None, METHOD_AGENCY, caller.user_id, recipient_user_id, link, sent), dm_sent=sent)
 
@@ -175,15 +186,14 @@ class ConnectionService:
         """Mint a location token through the account's agency. Return (synced, why not)."""
         with session_scope(self.engine) as session:
             agency = queries.get_agency(session=session, agency_id=account.agency_id) if account.agency_id else None
-            if agency is None or agency.status != CONNECTED or not account.location_id:
-                return False, "The account is not in a connected agency, so it needs a Direct Connection."
+            if agency is None or not account.location_id:
+                return False, sync_render.outside_agency_why()
             agency_connection = queries.get_connection_for_agency(session=session, agency_id=agency.id)
-            if agency_connection is None:
-                return False, "The agency has no stored connection, so the account needs a Direct Connection."
-            agency_tokens = self.tokens.tokens_of(agency_connection)
+            if agency.status != CONNECTED or agency_connection is None:
+                return False, sync_render.agency_not_connected_why(agency.name)
 
         try:
-            grant = self.crm.mint_location_token(agency_tokens.access_token, company_id=agency.company_id, location_id=account.location_id)
+            grant = self._mint_through_agency(agency_connection.id, company_id=agency.company_id, location_id=account.location_id)
         except CrmError as error:
             return False, self._record_mint_failure(account.id, error, actor_user_id)
 
@@ -193,6 +203,17 @@ class ConnectionService:
             change = mark_connected(session, fresh, method=METHOD_AGENCY, actor_user_id=actor_user_id, detail="Synced through the agency")
         self.notify_change(fresh, change.turned_green, change.turned_red)
         return True, None
+
+    def _mint_through_agency(self, connection_id: int, *, company_id: str, location_id: str):
+        """Mint a location token with the agency's Company token, refreshing that token when it expires soon or is rejected once."""
+        agency_tokens = self.tokens.refresh(connection_id)
+        try:
+            return self.crm.mint_location_token(agency_tokens.access_token, company_id=company_id, location_id=location_id)
+        except CrmError as error:
+            if error.reason is not CrmReason.INVALID_TOKEN:
+                raise
+        agency_tokens = self.tokens.refresh(connection_id, seen_version=agency_tokens.version)
+        return self.crm.mint_location_token(agency_tokens.access_token, company_id=company_id, location_id=location_id)
 
     def _record_mint_failure(self, account_id: int, error: CrmError, actor_user_id: str | None) -> str:
         with session_scope(self.engine) as session:

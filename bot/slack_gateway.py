@@ -48,6 +48,26 @@ class SlackGateway:
         logger.info("DM sent to %s", user_id)
         return response.get("ts")
 
+    def post_dm(self, user_id: str, *, text: str, blocks: list | None = None) -> tuple[str, str] | None:
+        """Post into a user's DM and return (channel, ts) for later edits, or None when Slack refused."""
+        try:
+            channel = self.client.conversations_open(users=user_id)["channel"]["id"]
+            response = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+        except SlackApiError as error:
+            logger.error("DM to %s failed: %s", user_id, error.response.get("error"))
+            return None
+        logger.info("DM sent to %s", user_id)
+        return channel, response["ts"]
+
+    def update_message(self, channel: str, ts: str, *, text: str, blocks: list | None = None) -> bool:
+        """Edit a message that the bot posted (chat.update). Return whether Slack accepted the edit."""
+        try:
+            self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+        except SlackApiError as error:
+            logger.error("Editing message %s in %s failed: %s", ts, channel, error.response.get("error"))
+            return False
+        return True
+
     def respond(self, response_url: str, *, text: str, blocks: list | None = None, replace_original: bool = False) -> bool:
         """Post an ephemeral reply to a command's or button's response_url."""
         webhook = WebhookClient(response_url, timeout=10, retry_handlers=retry_handlers())

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 import httpx
 
 from bot.crm.errors import CrmError, CrmReason, classify, message_of
+from bot.crm.ratelimit import RateLimiter
 from bot.errors import ConfigError
 from storage.db import utcnow
 
@@ -75,6 +76,10 @@ class CrmClient:
     connection error, a 5xx or a 429 is retried with backoff (honouring
     `Retry-After`) up to `retry.attempts` times; after that, or for any other
     error answer, the call raises CrmError with a classified reason.
+
+    Calls with an agency token count against the company's rate limit, and
+    calls with a location token against the location's. `rate_limiter` makes
+    them wait for a free slot, and a 429 pauses that company or location.
     """
 
     def __init__(
@@ -89,6 +94,7 @@ class CrmClient:
         retry: RetryPolicy | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.authorize_url = authorize_url
         self.client_id = client_id
@@ -96,6 +102,7 @@ class CrmClient:
         self.scopes = scopes
         self.redirect_uri = redirect_uri
         self.retry = retry or RetryPolicy()
+        self.rate_limiter = rate_limiter or RateLimiter()
         self._sleep = sleep
         self._http = httpx.Client(base_url=api_url, timeout=timeout, headers={"Version": API_VERSION, "Accept": "application/json"})
 
@@ -137,6 +144,7 @@ class CrmClient:
             "POST", "/oauth/locationToken",
             token=agency_access_token,
             data={"companyId": company_id, "locationId": location_id},
+            rate_key=company_key(company_id),
         )
         grant = TokenGrant.from_body(body, now=utcnow(), default_user_type="Location")
         if grant.location_id is None:
@@ -147,16 +155,16 @@ class CrmClient:
 
     def get_location(self, access_token: str, location_id: str) -> dict:
         """Fetch one location with its own Location token; a cheap health check."""
-        body = self._request("GET", f"/locations/{location_id}", token=access_token)
+        body = self._request("GET", f"/locations/{location_id}", token=access_token, rate_key=location_key(location_id))
         return body.get("location", body) if isinstance(body, dict) else {}
 
     def search_locations(self, agency_access_token: str, *, company_id: str, skip: int = 0, limit: int = 100) -> list[dict]:
-        body = self._request("GET", "/locations/search", token=agency_access_token,
+        body = self._request("GET", "/locations/search", token=agency_access_token, rate_key=company_key(company_id),
                              params={"companyId": company_id, "skip": skip, "limit": limit})
         return list(body.get("locations") or [])
 
     def installed_locations(self, agency_access_token: str, *, company_id: str, app_id: str, skip: int = 0, limit: int = 100) -> tuple[list[dict], int]:
-        body = self._request("GET", "/oauth/installedLocations", token=agency_access_token,
+        body = self._request("GET", "/oauth/installedLocations", token=agency_access_token, rate_key=company_key(company_id),
                              params={"companyId": company_id, "appId": app_id, "isInstalled": "true", "skip": skip, "limit": limit})
         locations = list(body.get("locations") or [])
         return locations, int(body.get("count") or len(locations))
@@ -171,7 +179,8 @@ class CrmClient:
         body = self._request("POST", "/oauth/token", data=form)
         return TokenGrant.from_body(body, now=utcnow(), default_user_type=default_user_type)
 
-    def _request(self, method: str, path: str, *, token: str | None = None, data: dict | None = None, params: dict | None = None) -> dict:
+    def _request(self, method: str, path: str, *, token: str | None = None, data: dict | None = None,
+                 params: dict | None = None, rate_key: str | None = None) -> dict:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         attempt = 0
 
@@ -179,11 +188,13 @@ class CrmClient:
             attempt += 1
             logger.info("CRM %s %s (attempt %s)", method, path, attempt)
             try:
-                response = self._http.request(method, path, data=data, params=params, headers=headers)
+                with self.rate_limiter.slot(rate_key):
+                    response = self._http.request(method, path, data=data, params=params, headers=headers)
             except httpx.TransportError as error:
                 failure = CrmError(CrmReason.TRANSIENT, f"{type(error).__name__}: no answer from the CRM")
                 failure.__cause__ = error
             else:
+                self.rate_limiter.observe(rate_key, response.headers)
                 if response.is_success:
                     return _json(response)
                 failure = _error_from(response)
@@ -195,7 +206,21 @@ class CrmClient:
             if failure.retry_after is not None and failure.retry_after > self.retry.max_retry_after:
                 raise failure
             logger.warning("CRM %s %s failed (%s); retrying in %.1f s", method, path, failure.crm_message, delay)
-            self._sleep(delay)
+            if failure.status == 429 and rate_key is not None:
+                # The pause holds every thread's requests for this company or location, not only this retry.
+                self.rate_limiter.pause(rate_key, delay)
+            else:
+                self._sleep(delay)
+
+
+def company_key(company_id: str) -> str:
+    """Return the rate-limit key of calls made with a company's agency token."""
+    return f"company:{company_id}"
+
+
+def location_key(location_id: str) -> str:
+    """Return the rate-limit key of calls made with a location's token."""
+    return f"location:{location_id}"
 
 
 def _json(response: httpx.Response) -> dict:

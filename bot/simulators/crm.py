@@ -124,6 +124,7 @@ class _Fault:
     headers: dict[str, str]
     remaining: int
     delay: float
+    skip: int = 0
 
 
 @dataclass
@@ -245,6 +246,8 @@ class CrmSimulator:
 
         self.companies: dict[str, str] = {}
         self.locations: dict[str, Location] = {}
+        # Locations listed twice in a row, as offset pagination does when the list shifts between pages.
+        self.repeated_in_listings: set[str] = set()
         self.requests: list[RecordedRequest] = []
         self.refresh_successes = 0
 
@@ -340,6 +343,43 @@ class CrmSimulator:
             self.locations[location_id] = location
             return location
 
+    def add_bulk_locations(
+        self,
+        company_id: str,
+        *,
+        installed: int = 0,
+        not_installed: int = 0,
+        paused: int = 0,
+        transferred: int = 0,
+        outside: int = 0,
+        other_company_id: str = "comp-elsewhere",
+        prefix: str = "bulk",
+    ) -> dict[str, list[str]]:
+        """Add many sub-accounts at once and return their ids by kind.
+
+        ``paused`` ones have the app installed but are inactive. ``transferred`` ones are
+        created in ``company_id`` and then moved to ``other_company_id``, and ``outside`` ones
+        belong to ``other_company_id`` from the start. That company is added when missing.
+        Ids are ``<prefix>-<kind>-<n>`` and names ``<Prefix> <kind> <n>``.
+        """
+        if other_company_id not in self.companies:
+            self.add_company(other_company_id, "Elsewhere Agency")
+
+        kinds = (("installed", installed), ("not-installed", not_installed), ("paused", paused),
+                 ("transferred", transferred), ("outside", outside))
+        ids: dict[str, list[str]] = {}
+        for kind, count in kinds:
+            ids[kind] = []
+            for number in range(1, count + 1):
+                location_id = f"{prefix}-{kind}-{number:04d}"
+                name = f"{prefix.capitalize()} {kind} {number:04d}"
+                owner = other_company_id if kind == "outside" else company_id
+                self.add_location(location_id, name, owner, installed=kind != "not-installed", active=kind != "paused")
+                if kind == "transferred":
+                    self.transfer_location(location_id, other_company_id)
+                ids[kind].append(location_id)
+        return ids
+
     def pause_location(self, location_id: str) -> None:
         """Mark a sub-account inactive. Its tokens are kept, as the platform keeps them."""
         with self._lock:
@@ -424,12 +464,14 @@ class CrmSimulator:
         headers: dict[str, str] | None = None,
         count: int = 1,
         delay: float = 0.0,
+        after: int = 0,
     ) -> None:
         """Fail the next ``count`` requests to ``path`` with the given response.
 
         The body defaults to the platform's ``{"statusCode", "message"}`` error. A 429 gets
         ``Retry-After: 1`` unless ``headers`` sets it. ``delay`` is the number of seconds to wait
-        before responding, which lets a client's timeout fire first.
+        before responding, which lets a client's timeout fire first. ``after`` lets that many
+        requests to ``path`` through first, so that a fault strikes in the middle of a long job.
         """
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
@@ -440,7 +482,7 @@ class CrmSimulator:
         fault_headers.update(headers or {})
 
         with self._lock:
-            fault = _Fault(status, body, fault_headers, count, delay)
+            fault = _Fault(status, body, fault_headers, count, delay, after)
             self._faults.setdefault(path, deque()).append(fault)
 
     # Install page, without HTTP
@@ -505,6 +547,9 @@ class CrmSimulator:
             if not queue:
                 return None
             fault = queue[0]
+            if fault.skip > 0:
+                fault.skip -= 1
+                return None
             fault.remaining -= 1
             if fault.remaining == 0:
                 queue.popleft()
@@ -891,6 +936,7 @@ class CrmSimulator:
 
         if installed_filter in ("true", "false"):
             rows = [row for row in rows if row["isInstalled"] == (installed_filter == "true")]
+        rows = self._with_repeats(rows, "_id")
         return _json_response(200, {"locations": rows[skip:skip + limit], "count": len(rows)})
 
     def _search_locations(self, request: RecordedRequest, grant: Grant) -> _Response:
@@ -907,7 +953,18 @@ class CrmSimulator:
         with self._lock:
             rows = [_location_json(loc) for loc in self.locations.values()
                     if loc.company_id == company_id]
+        rows = self._with_repeats(rows, "id")
         return _json_response(200, {"locations": rows[skip:skip + limit]})
+
+    def _with_repeats(self, rows: list[dict[str, Any]], id_field: str) -> list[dict[str, Any]]:
+        with self._lock:
+            repeated = set(self.repeated_in_listings)
+        result = []
+        for row in rows:
+            result.append(row)
+            if row[id_field] in repeated:
+                result.append(dict(row))
+        return result
 
     def _get_location(self, request: RecordedRequest, grant: Grant, location_id: str) -> _Response:
         if grant.user_type != USER_TYPE_LOCATION:
