@@ -7,7 +7,7 @@ import logging
 from slack_bolt import App
 
 from bot.services import Services
-from handlers import actions, commands
+from handlers import actions, commands, digest
 from handlers import home
 
 logger = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ def create_bolt_app(services: Services) -> App:
 
     commands.register(app, services)
     actions.register(app, services)
+    digest.register(app, services)
     home.register(app, services)
 
     @app.error

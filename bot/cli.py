@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from bot.errors import ConfigError
@@ -35,6 +36,35 @@ def cmd_serve(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_clock(settings: Settings, _args) -> int:
+    from bot.scheduler import run_clock
+    from bot.services import build_services
+
+    settings.require("SLACK_BOT_TOKEN", "TOKEN_ENCRYPTION_KEY")
+    run_clock(build_services(settings))
+    return 0
+
+
+def cmd_digest(settings: Settings, args) -> int:
+    from bot.digest_service import FAILED, PARTIAL, DigestService
+    from bot.services import build_services
+
+    settings.require("SLACK_BOT_TOKEN", "TOKEN_ENCRYPTION_KEY")
+    channels = settings.digest_channels
+    if args.channel:
+        channels = tuple(part.strip() for part in args.channel.split(",") if part.strip())
+        for channel in channels:
+            if not re.fullmatch(r"[CG][A-Z0-9]{2,}", channel):
+                raise ConfigError(f"--channel has a malformed channel id: {channel!r}. Use ids, for example --channel C0123ABCD")
+    if not channels:
+        raise ConfigError("No digest channel: set DIGEST_CHANNEL, for example DIGEST_CHANNEL=C0123ABCD, or pass --channel C0123ABCD")
+
+    outcomes = DigestService.from_services(build_services(settings)).post_digest(channels=channels, force=args.force)
+    for outcome in outcomes:
+        print(outcome.describe())
+    return 1 if any(outcome.status in (FAILED, PARTIAL) for outcome in outcomes) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crm-bot", description="Slack bot that keeps every CRM sub-account connected.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the newest version")
     migrate.set_defaults(handler=cmd_migrate)
+
+    clock = commands.add_parser("clock", help="run the periodic jobs (digest, token refresh, health checks) until stopped")
+    clock.set_defaults(handler=cmd_clock)
+
+    digest = commands.add_parser("digest", help="post the digest of accounts that show No Active CRM Connection")
+    digest.add_argument("--now", action="store_true", required=True, help="post now instead of at DIGEST_TIME")
+    digest.add_argument("--channel", help="channel id(s) to post to, comma-separated (default: DIGEST_CHANNEL)")
+    digest.add_argument("--force", action="store_true", help="post another digest even when today's is already posted")
+    digest.set_defaults(handler=cmd_digest)
     return parser
 
 

@@ -55,6 +55,7 @@ USAGE = {
     "/crm-status": (
         "*Usage of /crm-status*\n"
         "• `/crm-status`: counts and every account that shows No Active CRM Connection\n"
+        "• `/crm-status red`: the daily digest's list, with the next step and buttons for each account\n"
         "• `/crm-status <account>`: details, recent events and the next step"
     ),
     "/crm-reset": (

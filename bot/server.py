@@ -47,6 +47,9 @@ def serve(settings: Settings, *, host: str, port: int, threads: int) -> None:
     }
     if settings.slack_app_token:
         options["post_worker_init"] = lambda _worker: _start_socket_mode(web, settings)
+    if settings.scheduler == "embedded":
+        # post_fork runs in the one worker, so the jobs run once, in the process that owns the engine.
+        options["post_fork"] = lambda _server, _worker: _start_scheduler(services)
     _Server(web, options).run()
 
 
@@ -55,3 +58,9 @@ def _start_socket_mode(web, settings: Settings) -> None:
     from bot.socket_mode import start_socket_mode
 
     start_socket_mode(web.extensions["crm_bolt"], settings.slack_app_token)
+
+
+def _start_scheduler(services) -> None:
+    from bot.scheduler import start_embedded
+
+    start_embedded(services)

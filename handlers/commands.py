@@ -11,6 +11,7 @@ from bot.commands import is_help, parse_account_query, parse_connect
 from bot.errors import InputError
 from bot.services import Services
 from handlers.common import foreign_team_text, run_after_ack, to_caller
+from handlers.digest import show_red_list
 from storage.db import session_scope
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ def register(app: App, services: Services) -> None:
             return ack(refusal)
         if text.strip().lower() in ("help", "-h", "--help", "?"):
             return ack(render.USAGE["/crm-status"])
+        if text.strip().lower() == "red":
+            ack(WORKING)
+            return show_red_list(respond, services)
         try:
             query = parse_account_query(text) if text.strip() else None
         except InputError as error:
