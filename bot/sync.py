@@ -60,7 +60,7 @@ MISSED_EVENT_DAYS = 7
 
 
 class Outcome(enum.StrEnum):
-    """What a run did with one sub-account; each value names a count of SyncSummary."""
+    """The result of a run for one sub-account. Each value is also the name of a SyncSummary count."""
 
     CONNECTED = "connected"
     ALREADY_DIRECT = "already_direct"
@@ -69,9 +69,6 @@ class Outcome(enum.StrEnum):
     PAUSED = "paused"
     FAILED = "failed"
     DEFERRED = "deferred"
-
-
-RED_OUTCOMES = (Outcome.NOT_INSTALLED, Outcome.NOT_OWNED, Outcome.PAUSED, Outcome.FAILED)
 
 
 @dataclass(frozen=True)
@@ -296,7 +293,7 @@ class AgencySync:
             if not deferred:
                 break
             wait = self.retry_wait * 2 ** (attempt - 1)
-            logger.warning("Agency %s: %s accounts got no answer from the CRM; retrying them in %.1f s", agency.id, len(deferred), wait)
+            logger.warning("Agency %s: minting failed transiently for %s accounts; retrying them in %.1f s", agency.id, len(deferred), wait)
             self._sleep(wait)
             deferred = [target for target in deferred if self._sync_target(run, target) is Outcome.DEFERRED]
 
@@ -598,7 +595,7 @@ class AgencySync:
 
     def _mint_failed(self, target: _Target, error: CrmError) -> Outcome:
         if error.is_transient:
-            logger.warning("Minting for account %s got no answer (%s); it keeps its status", target.account_id, error.crm_message)
+            logger.warning("Minting for account %s failed transiently (%s); it keeps its status", target.account_id, error.crm_message)
             return Outcome.DEFERRED
         if error.reason is CrmReason.NO_LOCATION_ACCESS:
             self._mark(target, NOT_OWNED, error.crm_message)
@@ -647,10 +644,10 @@ class AgencySync:
     def _mark_left_accounts(self, run: _Run, listed: set[str]) -> None:
         """Handle accounts of the agency that the CRM no longer lists: they were moved to another agency or removed."""
         with session_scope(self.engine) as session:
-            gone = [account.id for account in sync_queries.list_agency_accounts(session=session, agency_id=run.agency.id)
+            left_ids = [account.id for account in sync_queries.list_agency_accounts(session=session, agency_id=run.agency.id)
                     if account.location_id and account.location_id not in listed]
 
-        for account_id in gone:
+        for account_id in left_ids:
             with write_lock_scope(self.engine) as session:
                 account = queries.get_account(session=session, account_id=account_id)
                 account.agency_id = None
