@@ -61,6 +61,7 @@ USAGE = {
     "/crm-reset": (
         "*Usage of /crm-reset*\n"
         "• `/crm-reset <account>`: refresh the account's tokens; when that fails, DM a fresh link\n"
+        "• `/crm-reset agency`: refresh the agency's tokens and run Connect Accounts again\n"
         "Asks for confirmation first."
     ),
 }
@@ -243,6 +244,40 @@ def reset_paused(account: Account) -> str:
 def reset_relinked(account: Account, sent: bool) -> str:
     dm = "A fresh Direct Connection link is in your DMs." if sent else "Slack refused the DM with a fresh link; try `/crm-connect` again."
     return f"The reset could not recover {account_title(account)}: it now shows No Active CRM Connection. {dm}"
+
+
+def reset_agency_confirm() -> tuple[str, list]:
+    text = ("Reset the agency's connection? The bot refreshes the agency's tokens now and runs Connect Accounts again; "
+            "when the refresh fails, it DMs you a fresh agency-level link.")
+    blocks = [
+        section(text),
+        {"type": "actions", "block_id": "reset_agency_confirm", "elements": [
+            {"type": "button", "action_id": "reset_agency_confirm", "style": "danger", "value": "agency",
+             "text": {"type": "plain_text", "text": "Reset agency"}},
+            {"type": "button", "action_id": "reset_cancel", "value": "agency",
+             "text": {"type": "plain_text", "text": "Cancel"}},
+        ]},
+    ]
+    return text, blocks
+
+
+def reset_agency_refreshed(agency, sync_text: str | None) -> str:
+    text = f"Reset done: the bot refreshed the tokens of the agency {escape(agency.name)}."
+    if sync_text:
+        # The sync's summary is already escaped mrkdwn.
+        text += f"\n{sync_text}"
+    return text
+
+
+def reset_agency_transient(agency) -> str:
+    return (f"The CRM did not answer while resetting the agency {escape(agency.name)}. Nothing was changed; "
+            f"the bot retries the refresh on its own. Try again in a few minutes.")
+
+
+def reset_agency_relinked(agency, sent: bool) -> str:
+    what = f"the agency {escape(agency.name)}" if agency is not None else "the agency"
+    dm = "A fresh agency-level link is in your DMs." if sent else "Slack refused the DM with a fresh link; try `/crm-connect agency`."
+    return f"The reset could not recover {what}: it needs a new agency-level connection. {dm}"
 
 
 def not_admin() -> str:

@@ -10,8 +10,11 @@ from bot.callback import CallbackHandler
 from bot.connections import ConnectionService
 from bot.crm import CrmClient
 from bot.crypto import TokenCipher
+from bot.lifecycle import Lifecycle
+from bot.reset import ResetService
 from bot.settings import Settings
 from bot.slack_gateway import SlackGateway, make_web_client
+from bot.webhooks import WebhookService
 from storage.db import make_engine
 
 
@@ -23,6 +26,9 @@ class Services:
     slack: SlackGateway
     connections: ConnectionService
     callback: CallbackHandler
+    lifecycle: Lifecycle
+    resets: ResetService
+    webhooks: WebhookService
 
     def close(self) -> None:
         self.crm.close()
@@ -47,5 +53,16 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
 
     # Service layer
     connections = ConnectionService(settings=settings, engine=engine, cipher=cipher, crm=crm, slack=slack)
-    return Services(settings=settings, engine=engine, crm=crm, slack=slack, connections=connections,
-                    callback=CallbackHandler(connections))
+    lifecycle = Lifecycle(settings=settings, tokens=connections.tokens, connections=connections)
+    resets = ResetService(lifecycle=lifecycle)
+    services = Services(settings=settings, engine=engine, crm=crm, slack=slack, connections=connections,
+                        callback=CallbackHandler(connections), lifecycle=lifecycle, resets=resets,
+                        webhooks=WebhookService(settings=settings, lifecycle=lifecycle))
+    resets.agency_sync = lambda agency_id, user_id: _run_agency_sync(services, agency_id, user_id)
+    return services
+
+
+def _run_agency_sync(services: Services, agency_id: int, user_id: str) -> str:
+    from bot.sync import run_agency_sync
+
+    return run_agency_sync(services, agency_id, requester_user_id=user_id).text

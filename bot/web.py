@@ -10,7 +10,7 @@ from slack_bolt.adapter.flask import SlackRequestHandler
 from bot.app import create_bolt_app
 from bot.services import Services, build_services
 from bot.settings import Settings
-from handlers import health, oauth
+from handlers import health, oauth, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ def create_web_app(services: Services | None = None) -> Flask:
 
     oauth.register(web, services)
     health.register(web, services)
+    webhooks.register(web, services)
 
     web.extensions["crm_services"] = services
     # Socket Mode feeds the same Bolt app from a WebSocket (bot/socket_mode.py).

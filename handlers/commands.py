@@ -73,6 +73,9 @@ def register(app: App, services: Services) -> None:
             return ack(render.USAGE["/crm-reset"])
         if not services.settings.is_admin(to_caller(body).user_id):
             return ack(render.not_admin())
+        if text.strip().lower() == "agency":
+            confirm_text, blocks = render.reset_agency_confirm()
+            return ack(text=confirm_text, blocks=blocks)
         try:
             query = parse_account_query(text)
         except InputError as error:

@@ -11,11 +11,13 @@ the endpoints that the bot uses, with the platform's wire format:
   ``GET /locations/{id}`` require the header ``Version: 2021-07-28`` and a bearer access token.
 
 Every request is recorded in ``CrmSimulator.requests``. Tests change the state with helpers such
-as ``pause_location`` and inject failures with ``fail_next``.
+as ``pause_location``, inject failures with ``fail_next`` and send signed marketplace webhooks
+with ``send_webhook``.
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
 import html
 import json
@@ -25,11 +27,16 @@ import re
 import secrets
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +208,12 @@ def _parse_page(query: dict[str, str], default_limit: int) -> tuple[int, int, li
     return values["skip"], values["limit"], errors
 
 
+def _public_pem(private_key: Any) -> str:
+    return private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
 def _location_json(location: Location) -> dict[str, Any]:
     return {
         "id": location.id,
@@ -250,6 +263,7 @@ class CrmSimulator:
         self.repeated_in_listings: set[str] = set()
         self.requests: list[RecordedRequest] = []
         self.refresh_successes = 0
+        self._webhook_keys: dict[str, Any] = {}
 
         self._host = host
         self._port = port
@@ -484,6 +498,79 @@ class CrmSimulator:
         with self._lock:
             fault = _Fault(status, body, fault_headers, count, delay, after)
             self._faults.setdefault(path, deque()).append(fault)
+
+    # Webhooks
+
+    @property
+    def webhook_public_key_pem(self) -> str:
+        """PEM of the Ed25519 key that verifies ``X-GHL-Signature``; the pair is made on first use."""
+        return _public_pem(self._webhook_key("ed25519"))
+
+    @property
+    def webhook_rsa_public_key_pem(self) -> str:
+        """PEM of the RSA key that verifies the legacy ``x-wh-signature``; the pair is made on first use."""
+        return _public_pem(self._webhook_key("rsa"))
+
+    def webhook_event(self, event_type: str, **fields: Any) -> dict[str, Any]:
+        """Build a marketplace webhook payload such as ``INSTALL`` or ``UNINSTALL``.
+
+        ``appId``, ``timestamp`` (ISO 8601 in UTC, from ``time.time()``) and a random
+        ``webhookId`` are filled in; ``fields`` (``companyId``, ``locationId``, ...) override them.
+        """
+        now = time.time()
+        timestamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+        payload = {"type": event_type, "appId": self.app_id, "timestamp": timestamp,
+                   "webhookId": secrets.token_hex(12)}
+        payload.update(fields)
+        return payload
+
+    def sign_webhook(self, body: bytes, scheme: str = "ed25519") -> dict[str, str]:
+        """Return the signature header of ``body``: ``X-GHL-Signature`` (Ed25519) or, with ``scheme="rsa"``,
+        the legacy ``x-wh-signature`` (RSA-SHA256 with PKCS#1 v1.5). Both are base64."""
+        key = self._webhook_key(scheme)
+        if scheme == "rsa":
+            return {"x-wh-signature": base64.b64encode(key.sign(body, padding.PKCS1v15(), hashes.SHA256())).decode()}
+        return {"X-GHL-Signature": base64.b64encode(key.sign(body)).decode()}
+
+    def send_webhook(
+        self,
+        url: str,
+        payload: dict[str, Any],
+        *,
+        scheme: str | None = "ed25519",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """POST a webhook to ``url`` as the platform does, signed with ``scheme`` (None sends it unsigned).
+
+        Returns the HTTP status and the decoded JSON answer (the raw text when it is not JSON).
+        """
+        body = json.dumps(payload).encode()
+        request_headers = {"Content-Type": "application/json"}
+        if scheme is not None:
+            request_headers.update(self.sign_webhook(body, scheme))
+        request_headers.update(headers or {})
+
+        request = urllib.request.Request(url, data=body, headers=request_headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode("utf-8", "replace")
+
+    def _webhook_key(self, scheme: str):
+        with self._lock:
+            if scheme not in self._webhook_keys:
+                if scheme == "rsa":
+                    self._webhook_keys[scheme] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                elif scheme == "ed25519":
+                    self._webhook_keys[scheme] = ed25519.Ed25519PrivateKey.generate()
+                else:
+                    raise ValueError(f"scheme must be 'ed25519' or 'rsa', got {scheme!r}")
+            return self._webhook_keys[scheme]
 
     # Install page, without HTTP
 
