@@ -113,7 +113,7 @@ def test_status_overview_lists_red(bot):
     text = bot.last_reply_text(response_url, count=1)
     assert "1 of 2 accounts Connected, 1 show No Active CRM Connection." in text
     assert "*Outside Gym*: No Active CRM Connection (never connected)" in text
-    assert "Next step: Send a connect link" in text
+    assert "Next step: This account is outside the agency, so it needs a Direct Connection." in text
 
 
 def test_status_detail_shows_events(bot):
