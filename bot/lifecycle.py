@@ -1,6 +1,6 @@
 """Connection lifecycle: proactive refresh, daily health check, failure states and their window.
 
-How a CRM answer moves a connection (and its account or agency):
+How a CRM response moves a connection (and its account or agency):
 
     success                    green again; a failing streak ends
     invalid_grant, revoked     red, needs_reconnect (final; no retries)
@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 HEALTH_CHECK_WORKERS = 4
 WEBHOOK_DELIVERY_RETENTION = timedelta(days=7)
 
-# CRM answers that settle a connection's state: no retry can change them.
+# CRM responses that settle a connection's state: no retry can change them.
 FINAL_REASONS = {
     CrmReason.INVALID_GRANT: NEEDS_RECONNECT,
     CrmReason.INVALID_TOKEN: NEEDS_RECONNECT,
@@ -77,7 +77,7 @@ class Outcome(enum.StrEnum):
     RECOVERED = "recovered"    # a red account or agency turned green
     RETRYING = "retrying"      # a transient fault was counted; retried later
     PAUSED = "paused"          # the CRM reports the location as not active
-    RED = "red"                # a final answer, or a fault that outlasted the window
+    RED = "red"                # a final response, or a fault that outlasted the window
     GONE = "gone"              # the connection was deleted meanwhile
     ERROR = "error"            # a bug or a database fault; logged
 

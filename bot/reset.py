@@ -1,7 +1,7 @@
 """Reset Connection: `/crm-reset <account>` and `/crm-reset agency`, after the confirm button.
 
 A reset renews the tokens now: a refresh, or a new mint through the agency
-for an account without a refresh token. When the CRM's answer is final
+for an account without a refresh token. When the CRM's response is final
 (invalid_grant, revoked, not owned), the stored tokens are cleared and the
 caller gets a fresh link by DM. A transient fault or a paused location
 changes nothing but the failure count. Running a reset twice is harmless.
@@ -106,7 +106,7 @@ class ResetService:
     def reset_agency(self, *, caller: Caller) -> str:
         """Refresh every connected agency's tokens now and re-run Connect Accounts for it.
 
-        When no agency holds tokens, or the CRM rejects them for good, the
+        When no agency has tokens, or the CRM rejects them for good, the
         caller gets a fresh agency-level link by DM. Return the text for the caller.
         """
         with session_scope(self.engine) as session:

@@ -67,7 +67,7 @@ class WebhookService:
         self._rsa_key = load_rsa_public_key(settings.crm_webhook_rsa_public_key) if settings.crm_webhook_rsa_public_key else None
 
     def handle(self, body: bytes, headers: Mapping[str, str]) -> WebhookResult:
-        """Verify one delivery and apply it. Never raises: every failure becomes a status."""
+        """Verify one delivery and apply it. A rejection or a failure while applying becomes a status."""
         try:
             self.verify_signature(body, headers)
             payload = parse_payload(body)
@@ -152,7 +152,7 @@ class WebhookService:
             agency = queries.get_agency_by_company_id(session=session, company_id=company_id) if company_id else None
             account = queries.get_account_by_location_id(session=session, location_id=location_id)
             if account is None:
-                # The name is unknown until a token can read it; the location id stands in.
+                # The name is unknown until a token can read it, so the location id is used meanwhile.
                 account = queries.create_account(session=session, name=location_id, location_id=location_id,
                                                  agency_id=agency.id if agency else None, company_id=company_id)
             elif account.agency_id is None and agency is not None:
