@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from storage import queries, sync_queries
 from storage.db import session_scope, utcnow, write_lock_scope
+from storage.models import Connection
 
 
 def make_agency(engine) -> int:
@@ -71,3 +72,19 @@ def test_last_run_before_given_run(engine):
 
         assert sync_queries.get_last_sync_run(session=session, agency_id=agency_id).id == newer.id
         assert sync_queries.get_last_sync_run(session=session, agency_id=agency_id, before_run_id=newer.id).id == older.id
+
+
+def test_location_connection_skips_company_token(engine):
+    agency_id = make_agency(engine)
+    with session_scope(engine) as session:
+        account = queries.create_account(session=session, name="Acme Dental", location_id="loc-1")
+        for user_type, owner in (("Company", {"agency_id": agency_id}), ("Location", {"account_id": account.id})):
+            session.add(Connection(user_type=user_type, location_id="loc-1", access_token_encrypted="x", expires_at=utcnow(),
+                                   method="agency", **owner))
+
+    with session_scope(engine) as session:
+        found = sync_queries.get_location_connection(session=session, location_id="loc-1")
+
+        assert found.user_type == "Location"
+        assert found.account_id == account.id
+        assert sync_queries.get_location_connection(session=session, location_id="loc-2") is None
