@@ -65,6 +65,14 @@ def cmd_digest(settings: Settings, args) -> int:
     return 1 if any(outcome.status in (FAILED, PARTIAL) for outcome in outcomes) else 0
 
 
+def cmd_sandbox(_settings: Settings, args) -> int:
+    from bot.sandbox.runner import run_sandbox
+
+    # The sandbox builds its own settings: it needs no environment at all.
+    run_sandbox(args.dir, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crm-bot", description="Slack bot that keeps every CRM sub-account connected.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     digest.add_argument("--channel", help="channel id(s) to post to, comma-separated (default: DIGEST_CHANNEL)")
     digest.add_argument("--force", action="store_true", help="post another digest even when today's is already posted")
     digest.set_defaults(handler=cmd_digest)
+
+    sandbox = commands.add_parser("sandbox", help="run the bot with a simulated Slack and CRM in a browser, no credentials needed")
+    sandbox.add_argument("--dir", default=".sandbox", help="folder for the database, key and CRM state (default .sandbox)")
+    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sandbox.add_argument("--port", type=int, default=3000, help="port to listen on (default 3000)")
+    sandbox.set_defaults(handler=cmd_sandbox)
     return parser
 
 

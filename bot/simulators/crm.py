@@ -462,6 +462,31 @@ class CrmSimulator:
                 token.expires_at = 0.0
             return len(expired)
 
+    # Saved state
+
+    def export_state(self) -> dict[str, Any]:
+        """Return the agencies, sub-accounts and live tokens as JSON-ready data, for ``import_state``.
+
+        Codes, recorded requests, faults and rate-limit windows are left out.
+        """
+        with self._lock:
+            return {
+                "companies": dict(self.companies),
+                "locations": [vars(location).copy() for location in self.locations.values()],
+                "access_tokens": {token: {"grant": vars(access.grant).copy(), "expires_at": access.expires_at}
+                                  for token, access in self._access_tokens.items()},
+                "refresh_tokens": {token: vars(grant).copy() for token, grant in self._refresh_tokens.items()},
+            }
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        """Replace the agencies, sub-accounts and tokens with those of ``export_state``."""
+        with self._lock:
+            self.companies = dict(state["companies"])
+            self.locations = {row["id"]: Location(**row) for row in state["locations"]}
+            self._access_tokens = {token: _AccessToken(Grant(**row["grant"]), row["expires_at"])
+                                   for token, row in state["access_tokens"].items()}
+            self._refresh_tokens = {token: Grant(**row) for token, row in state["refresh_tokens"].items()}
+
     # Recording and fault injection
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
@@ -798,6 +823,7 @@ class CrmSimulator:
         scope = params.get("scope", "")
         body = "\n".join([
             "<h1>Connect the app to your account</h1>",
+            self._render_login_form(params),
             f"<p>Requested scopes: {html.escape(scope) or '(none)'}</p>",
             '<form method="post" action="/oauth/chooselocation">',
             "<fieldset><legend>Choose an account</legend>",
@@ -809,6 +835,39 @@ class CrmSimulator:
             "</form>",
         ])
         return _html_response(200, "Choose an account", body)
+
+    def _render_login_form(self, params: dict[str, str]) -> str:
+        """Return a form that reloads the page logged in as the agency or as one sub-account.
+
+        The platform shows what the logged-in user may authorise. Here ``login`` in the query is
+        that user: an agency user sees the agency and its sub-accounts, a sub-account user only
+        that sub-account.
+        """
+        login = params.get("login", "")
+        with self._lock:
+            logins = [(f"company:{cid}", f"Agency user of {name}") for cid, name in self.companies.items()]
+            logins += [(f"location:{loc.id}", f"Sub-account user of {loc.name}") for loc in self.locations.values()]
+        current = dict(logins).get(login, "any user (every account is offered)")
+
+        options = [
+            f'<option value="{html.escape(value)}"{" selected" if value == login else ""}>{html.escape(label)}</option>'
+            for value, label in logins
+        ]
+        hidden = [
+            f'<input type="hidden" name="{html.escape(name)}" value="{html.escape(value)}">'
+            for name, value in params.items()
+            if name != "login"
+        ]
+        return "\n".join([
+            f'<p id="logged-in">Logged in as: {html.escape(current)}</p>',
+            '<form method="get" action="/oauth/chooselocation">',
+            *hidden,
+            '<label>Log in as <select name="login">',
+            *options,
+            "</select></label>",
+            '<button type="submit">Log in</button>',
+            "</form>",
+        ])
 
     def _complete_authorization(self, params: dict[str, str], choice: str, action: str) -> str:
         """Validate an install decision and return the callback URL with a code or an error."""
