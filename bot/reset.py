@@ -19,7 +19,7 @@ from bot.crm import CrmError, CrmReason
 from bot.errors import InputError
 from bot.lifecycle import FINAL_REASONS, Lifecycle
 from storage import lifecycle_queries, queries
-from storage.db import session_scope
+from storage.db import write_lock_scope
 from storage.lifecycle_models import OPERATION_REFRESH
 from storage.models import METHOD_AGENCY, METHOD_DIRECT, NEEDS_RECONNECT, Account, Agency
 
@@ -44,7 +44,7 @@ class ResetService:
 
         Return the text for the caller.
         """
-        with session_scope(self.engine) as session:
+        with write_lock_scope(self.engine) as session:
             account = queries.get_account(session=session, account_id=account_id)
             if account is None:
                 raise InputError("That account no longer exists. Run `/crm-status` to see the current list.")
@@ -83,7 +83,7 @@ class ResetService:
         return render.reset_transient(account)
 
     def _relink_account(self, caller: Caller, account: Account, reason: str, message: str) -> str:
-        with session_scope(self.engine) as session:
+        with write_lock_scope(self.engine) as session:
             fresh = lifecycle_queries.lock_account(session=session, account_id=account.id)
             connection = queries.get_connection_for_account(session=session, account_id=account.id)
             if connection is not None:
@@ -109,7 +109,7 @@ class ResetService:
         When no agency has tokens, or the CRM rejects them for good, the
         caller gets a fresh agency-level link by DM. Return the text for the caller.
         """
-        with session_scope(self.engine) as session:
+        with write_lock_scope(self.engine) as session:
             targets = []
             for agency in queries.list_agencies(session=session):
                 connection = queries.get_connection_for_agency(session=session, agency_id=agency.id)
@@ -132,7 +132,7 @@ class ResetService:
             self.lifecycle.record_failure(connection_id, error, operation=OPERATION_REFRESH, actor_user_id=caller.user_id)
             if error.reason not in FINAL_REASONS:
                 return render.reset_agency_transient(agency)
-            with session_scope(self.engine) as session:
+            with write_lock_scope(self.engine) as session:
                 connection = queries.get_connection(session=session, connection_id=connection_id)
                 if connection is not None:
                     queries.delete_connection(session=session, connection=connection)
@@ -159,11 +159,11 @@ class ResetService:
     # Helpers
 
     def _account(self, account_id: int) -> Account:
-        with session_scope(self.engine) as session:
+        with write_lock_scope(self.engine) as session:
             return queries.get_account(session=session, account_id=account_id)
 
     def _end_failure_streak(self, account_id: int) -> None:
-        with session_scope(self.engine) as session:
+        with write_lock_scope(self.engine) as session:
             connection = queries.get_connection_for_account(session=session, account_id=account_id)
             if connection is not None:
                 lifecycle_queries.delete_failure(session=session, connection_id=connection.id)

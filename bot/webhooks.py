@@ -31,7 +31,7 @@ from bot.crm import CrmError
 from bot.lifecycle import Lifecycle
 from bot.settings import Settings, load_ed25519_public_key, load_rsa_public_key
 from storage import lifecycle_queries, queries
-from storage.db import session_scope, utcnow
+from storage.db import utcnow, write_lock_scope
 from storage.lifecycle_models import WebhookDelivery
 from storage.models import CONNECTED, NEEDS_RECONNECT, Account
 
@@ -81,7 +81,9 @@ class WebhookService:
         event_type = str(payload.get("type") or "")
         delivery = WebhookDelivery(webhook_id=webhook_id[:128], event_type=event_type[:32],
                                    company_id=payload.get("companyId"), location_id=payload.get("locationId"))
-        with session_scope(self.engine) as session:
+        # Transactions here read, then write. On SQLite such a transaction fails at once with
+        # "database is locked" when another writer went first, so each one takes the write lock up front.
+        with write_lock_scope(self.engine) as session:
             claimed = lifecycle_queries.claim_delivery(session=session, delivery=delivery)
         if not claimed:
             logger.info("Rejected a repeated CRM webhook %s", webhook_id)
@@ -93,11 +95,11 @@ class WebhookService:
             message = self.apply(payload)
         except Exception:
             logger.exception("CRM webhook %s (%s) failed", webhook_id, event_type)
-            with session_scope(self.engine) as session:
+            with write_lock_scope(self.engine) as session:
                 lifecycle_queries.release_delivery(session=session, webhook_id=delivery.webhook_id)
             return WebhookResult(500, "The bot failed to process this webhook; it was logged.")
 
-        with session_scope(self.engine) as session:
+        with write_lock_scope(self.engine) as session:
             lifecycle_queries.finish_delivery(session=session, webhook_id=delivery.webhook_id)
         return WebhookResult(200, message)
 
@@ -148,7 +150,7 @@ class WebhookService:
 
     def install_location(self, location_id: str, company_id: str | None) -> str:
         """Record an installed sub-account, and connect it through its agency when the agency is connected."""
-        with session_scope(self.engine) as session:
+        with write_lock_scope(self.engine) as session:
             agency = queries.get_agency_by_company_id(session=session, company_id=company_id) if company_id else None
             account = queries.get_account_by_location_id(session=session, location_id=location_id)
             if account is None:
@@ -172,14 +174,14 @@ class WebhookService:
         return f"Connected location {location_id} through the agency."
 
     def install_company(self, company_id: str, company_name: str | None) -> str:
-        with session_scope(self.engine) as session:
+        with write_lock_scope(self.engine) as session:
             agency = queries.get_or_create_agency(session=session, company_id=company_id, name=company_name)
             queries.add_event(session=session, kind="installed", agency_id=agency.id, detail="The app was installed on the agency in the CRM")
         return f"Recorded the install on company {company_id}."
 
     def uninstall_location(self, location_id: str) -> str:
         """Clear the tokens of an uninstalled sub-account and turn it red (needs_reconnect)."""
-        with session_scope(self.engine) as session:
+        with write_lock_scope(self.engine) as session:
             account = queries.get_account_by_location_id(session=session, location_id=location_id)
             account_id = account.id if account else None
         if account_id is None:
@@ -189,7 +191,7 @@ class WebhookService:
 
     def uninstall_company(self, company_id: str) -> str:
         """Turn the agency and every account minted from its token red (needs_reconnect)."""
-        with session_scope(self.engine) as session:
+        with write_lock_scope(self.engine) as session:
             agency = queries.get_agency_by_company_id(session=session, company_id=company_id)
             minted = lifecycle_queries.list_agency_minted_connections(session=session, agency_id=agency.id if agency else -1,
                                                                       company_id=company_id)
@@ -208,7 +210,7 @@ class WebhookService:
         return f"Company {company_id} and {len(minted_account_ids)} accounts connected through it need a reconnect."
 
     def _uninstall_account(self, account_id: int) -> None:
-        with session_scope(self.engine) as session:
+        with write_lock_scope(self.engine) as session:
             account = lifecycle_queries.lock_account(session=session, account_id=account_id)
             connection = queries.get_connection_for_account(session=session, account_id=account_id)
             if connection is not None:
@@ -218,7 +220,7 @@ class WebhookService:
 
     def _learn_name(self, account: Account) -> None:
         """Replace a stand-in name (the location id) with the name that the CRM returns."""
-        with session_scope(self.engine) as session:
+        with write_lock_scope(self.engine) as session:
             connection = queries.get_connection_for_account(session=session, account_id=account.id)
         if connection is None:
             return
@@ -231,7 +233,7 @@ class WebhookService:
         name = str(location.get("name") or "").strip()
         if not name:
             return
-        with session_scope(self.engine) as session:
+        with write_lock_scope(self.engine) as session:
             fresh = queries.get_account(session=session, account_id=account.id)
             if fresh.name == fresh.location_id:
                 fresh.name = name[:255]
