@@ -7,15 +7,19 @@ A delivery is accepted only when all of these hold, checked in this order:
    RSA-SHA256 (PKCS#1 v1.5) signature, checked with CRM_WEBHOOK_RSA_PUBLIC_KEY
    when that is set. Both are base64. With no key configured, every delivery
    is rejected.
-2. Its `timestamp` is within 5 minutes of now.
+2. Its `timestamp`, when it has one, is within 5 minutes of now.
 3. Its `appId` is this app's id.
 4. Its `webhookId` was not accepted before. The unique webhook id in the
    webhook_delivery table decides between processes that receive it at once.
+   The CRM's documented INSTALL and UNINSTALL examples carry neither
+   `timestamp` nor `webhookId`, so a delivery without an id is deduplicated
+   on the SHA-256 of its body: a replayed copy is still rejected.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -77,7 +81,7 @@ class WebhookService:
             logger.warning("Rejected a CRM webhook (HTTP %s): %s", rejection.status, rejection)
             return WebhookResult(rejection.status, str(rejection))
 
-        webhook_id = str(payload["webhookId"])
+        webhook_id = delivery_id(payload, body)
         event_type = str(payload.get("type") or "")
         delivery = WebhookDelivery(webhook_id=webhook_id[:128], event_type=event_type[:32],
                                    company_id=payload.get("companyId"), location_id=payload.get("locationId"))
@@ -247,14 +251,21 @@ def parse_payload(body: bytes) -> dict:
         raise WebhookRejected(400, "The body is not JSON.") from error
     if not isinstance(payload, dict):
         raise WebhookRejected(400, "The body is not a JSON object.")
-    if not payload.get("webhookId"):
-        raise WebhookRejected(400, "The webhook has no webhookId, so a replay cannot be detected.")
     return payload
 
 
+def delivery_id(payload: dict, body: bytes) -> str:
+    """Return the key that deduplicates a delivery: its `webhookId`, else a hash of its body."""
+    if payload.get("webhookId"):
+        return str(payload["webhookId"])
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
 def check_timestamp(payload: dict, *, now: datetime) -> None:
-    """Raise WebhookRejected (400) unless the ISO 8601 `timestamp` is within MAX_AGE of `now`."""
+    """Raise WebhookRejected (400) when a `timestamp` is present and not within MAX_AGE of `now`."""
     raw = payload.get("timestamp")
+    if raw is None:
+        return
     try:
         sent_at = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
     except ValueError as error:

@@ -90,13 +90,25 @@ def test_webhook_stale_timestamp_rejected(bot):
     assert "5 minutes" in body["message"]
 
 
-def test_webhook_missing_timestamp_rejected(bot):
-    payload = bot.crm.webhook_event("INSTALL", companyId=AGENCY_COMPANY_ID)
-    del payload["timestamp"]
+def test_webhook_malformed_timestamp_rejected(bot):
+    payload = bot.crm.webhook_event("INSTALL", companyId=AGENCY_COMPANY_ID, timestamp="yesterday")
 
     status, _ = send(bot, payload)
 
     assert status == 400
+
+
+def test_webhook_documented_uninstall_shape_accepted(bot):
+    connect_direct(bot.services, bot.crm, "loc-acme")
+    payload = {"type": "UNINSTALL", "appId": bot.crm.app_id, "locationId": "loc-acme"}
+
+    first, _ = send(bot, payload)
+    replay, body = send(bot, payload)
+
+    assert first == 200
+    assert account_by_location(bot, "loc-acme").reason == "needs_reconnect"
+    assert replay == 409
+    assert "already received" in body["message"]
 
 
 def test_webhook_repeat_rejected(bot):
