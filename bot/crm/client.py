@@ -147,8 +147,9 @@ class CrmClient:
             rate_key=company_key(company_id),
         )
         grant = TokenGrant.from_body(body, now=utcnow(), default_user_type="Location")
-        if grant.location_id is None:
-            grant = _with_location(grant, location_id, company_id)
+        # The mint answer may omit locationId or companyId; the request names both.
+        if grant.location_id is None or grant.company_id is None:
+            grant = _with_location(grant, grant.location_id or location_id, company_id)
         return grant
 
     # API
