@@ -1,7 +1,7 @@
 """Building the daily digest: which accounts show the red banner, and the Block Kit that lists them.
 
-`collect_digest` reads the accounts and asks the advice engine for each one's
-next step. `render_digest` turns that into Slack messages that respect Block
+`collect_digest` reads the accounts and takes each one's next step from the
+advice engine. `render_digest` turns that into Slack messages that respect Block
 Kit's limits (50 blocks per message, 3,000 characters per section). A list
 that does not fit in one message becomes a summary message followed by
 thread replies.
@@ -63,7 +63,7 @@ class Digest:
 
 @dataclass(frozen=True)
 class Changes:
-    """What changed since the previous digest in a channel, or since `since` when there was none."""
+    """Accounts that turned red or green since the previous digest in a channel, or since `since` without one."""
 
     since: datetime
     since_previous_digest: bool
@@ -80,7 +80,7 @@ class Message:
 # Collecting
 
 def collect_digest(session: Session, *, app_url: str, local_date: date, timezone: str, now: datetime) -> Digest:
-    """Read every red account with its advice; the lines come grouped by reason, then by name."""
+    """Read every red account with its advice. The lines come grouped by reason, then sorted by name."""
     total = sum(queries.count_accounts_by_status(session=session).values())
     red = queries.list_accounts(session=session, status=DISCONNECTED)
 
@@ -149,12 +149,12 @@ def render_red_list(digest: Digest, changes: Changes, *, max_messages: int) -> l
     if len(messages) <= max_messages:
         return messages
 
-    kept = messages[:max_messages]
-    shown = sum(1 for message in kept for block in message.blocks if _is_line(block))
-    note = (f"…and {len(digest.lines) - shown:,} more. The daily digest lists every account, "
+    kept_messages = messages[:max_messages]
+    shown_count = sum(1 for message in kept_messages for block in message.blocks if _is_line(block))
+    note = (f"…and {len(digest.lines) - shown_count:,} more. The daily digest lists every account, "
             f"and `/crm-status <account>` shows one.")
-    kept[-1] = Message(kept[-1].text, kept[-1].blocks + [_context(note)])
-    return kept
+    kept_messages[-1] = Message(kept_messages[-1].text, kept_messages[-1].blocks + [_context(note)])
+    return kept_messages
 
 
 def red_for(red_since: datetime | None, now: datetime) -> str:

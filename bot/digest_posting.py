@@ -1,7 +1,7 @@
 """Posting a digest to Slack: the first message in the channel, the rest in its thread, paced.
 
 Slack accepts about one message per second per channel (chat.postMessage),
-so thread replies go out at most once per `interval` seconds. The client
+so thread replies go out once per `interval` seconds. The client
 retries 429 after Retry-After and every 5xx with exponential backoff, so a
 DigestPostError means that the fault outlasted those retries.
 """

@@ -48,7 +48,7 @@ PARTIAL = "partial"
 
 @dataclass(frozen=True)
 class ChannelOutcome:
-    """What one run did in one channel."""
+    """The result of one run in one channel."""
 
     channel: str
     local_date: date
@@ -162,7 +162,7 @@ class DigestService:
                               red=len(digest.lines))
 
     def _claim(self, channel: str, local_date: date, now: datetime, force: bool) -> tuple[DigestPost | None, DigestPost | None]:
-        """Insert this run's row for the slot. Return (claimed row, None), or (None, the row that holds the slot)."""
+        """Insert this run's row for the slot. Return (claimed row, None), or (None, the row that owns the slot)."""
         claimed_by = _run_id()
         for _attempt in range(FORCE_ATTEMPTS if force else 1):
             with write_lock_scope(self.engine) as session:

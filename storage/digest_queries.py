@@ -14,7 +14,7 @@ from storage.models import CONNECTED, Account, Event
 
 
 def claim_digest(*, session: Session, channel_id: str, local_date: date, sequence: int, claimed_by: str, now: datetime) -> DigestPost | None:
-    """Insert the claim row for a slot. Return it, or None when another run holds the slot."""
+    """Insert the claim row for a slot. Return it, or None when another run owns the slot."""
     post = DigestPost(channel_id=channel_id, local_date=local_date, sequence=sequence, claimed_by=claimed_by, claimed_at=now)
     try:
         # The savepoint keeps the outer transaction usable after a unique violation.
