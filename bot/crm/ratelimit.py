@@ -1,9 +1,9 @@
 """Per-company and per-location rate limit of the CRM client.
 
 The CRM allows each app 100 requests per 10 s per company or location, and
-answers 429 with `Retry-After` beyond that. `RateLimiter` keeps a sliding
+responds 429 with `Retry-After` beyond that. `RateLimiter` keeps a sliding
 window of recent requests per key and makes a caller wait for a free slot
-before it sends. A request is stamped when its answer arrives, which is never
+before it sends. A request is stamped when its response arrives, which is never
 earlier than when the CRM counted it, so the local window never frees a slot
 before the CRM's does.
 
@@ -68,7 +68,7 @@ class RateLimiter:
 
     @contextmanager
     def slot(self, key: str | None) -> Iterator[None]:
-        """Wait for a free slot of `key`, hold it while the request runs, and stamp it when the answer is in."""
+        """Wait for a free slot of `key`, hold it while the request runs, and stamp it when the response arrives."""
         if key is None:
             yield
             return
@@ -81,7 +81,7 @@ class RateLimiter:
                 stamp[0] = self._clock()
 
     def pause(self, key: str | None, seconds: float) -> None:
-        """Hold every request of `key` for `seconds`, as a 429's `Retry-After` asks."""
+        """Hold every request of `key` for `seconds`, as a 429's `Retry-After` requests."""
         if key is None:
             return
         with self._lock:
@@ -90,7 +90,7 @@ class RateLimiter:
         logger.warning("CRM rate limit reached for %s; pausing its requests for %.1f s", key, seconds)
 
     def observe(self, key: str | None, headers: Mapping[str, str]) -> None:
-        """Adopt the limit that the CRM's `X-RateLimit-*` answer headers announce for `key`."""
+        """Adopt the limit that the CRM's `X-RateLimit-*` response headers announce for `key`."""
         if key is None:
             return
         try:
