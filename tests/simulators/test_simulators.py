@@ -1,6 +1,7 @@
 """Tests of the local CRM and Slack simulators, through real HTTP on 127.0.0.1."""
 
 import json
+import re
 import threading
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -104,11 +105,43 @@ def test_chooser_page_unknown_client_id(crm, http):
 def test_chooser_login_restricts_choices(crm, http):
     response = http.get(authorize_url(crm, login="location:loc2"))
 
+    # The login selector names every user; the radio buttons are what may be authorised.
+    assert re.findall(r'name="choice" value="([^"]+)"', response.text) == ["location:loc2"]
     assert "Sub-account: Acme Plumbing" in response.text
-    assert "Acme Dental" not in response.text
+    assert "Sub-account: Acme Dental" not in response.text
     assert "Agency:" not in response.text
     with pytest.raises(AuthorizationError):
         crm.authorize(authorize_url(crm, login="location:loc2"), "location:loc1")
+
+
+def test_chooser_offers_login_selector(crm, http):
+    response = http.get(authorize_url(crm, login="company:comp1"))
+
+    assert "Logged in as: Agency user of Acme Agency" in response.text
+    assert '<option value="location:loc1">Sub-account user of Acme Dental</option>' in response.text
+    assert '<input type="hidden" name="state" value="state-123">' in response.text
+
+
+def test_exported_state_keeps_tokens(crm):
+    callback = crm.authorize(authorize_url(crm), "location:loc1")
+    code = parse_qs(urlsplit(callback).query)["code"][0]
+    tokens = httpx.post(f"{crm.url}/oauth/token", data={
+        "client_id": crm.client_id, "client_secret": crm.client_secret, "grant_type": "authorization_code",
+        "code": code, "redirect_uri": REDIRECT_URI}).json()
+    state = json.loads(json.dumps(crm.export_state()))
+
+    with CrmSimulator() as restored:
+        restored.import_state(state)
+        refreshed = httpx.post(f"{restored.url}/oauth/token", data={
+            "client_id": restored.client_id, "client_secret": restored.client_secret,
+            "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+        location = httpx.get(f"{restored.url}/locations/loc1", headers={
+            "Authorization": f"Bearer {tokens['access_token']}", "Version": API_VERSION})
+
+    assert refreshed.status_code == 200
+    assert refreshed.json()["locationId"] == "loc1"
+    assert location.status_code == 200
+    assert restored.locations["loc1"].name == "Acme Dental"
 
 
 def test_chooser_form_redirects_with_code(crm, http):

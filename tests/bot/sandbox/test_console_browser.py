@@ -46,7 +46,10 @@ def test_console_connects_account_in_browser(browser, sandbox):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    wait = WebDriverWait(browser, WAIT_SECONDS)
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    # A wait may read an element of the page that a submit is replacing.
+    wait = WebDriverWait(browser, WAIT_SECONDS, ignored_exceptions=(StaleElementReferenceException,))
     browser.get(sandbox.console_url)
     assert "CRM Connect sandbox" in browser.title
 
