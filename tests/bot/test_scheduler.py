@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time as clock
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
@@ -15,7 +18,7 @@ from bot.digest_posting import DigestPoster, make_digest_client
 from bot.digest_service import ALREADY_POSTED, POSTED, DigestService
 from bot.scheduler import (
     DIGEST_JOB_ID, HEALTH_JOB_ID, MISFIRE_GRACE, REFRESH_JOB_ID, add_jobs, digest_trigger, health_check_trigger,
-    missed_digest_slot, run_digest_job, start,
+    missed_digest_slot, run_digest_job, start, start_embedded,
 )
 from bot.services import build_services
 from bot.settings import Settings
@@ -239,3 +242,37 @@ def test_digest_posted_status_in_outcome(services, slack):
     outcomes = make_digest_service(services).post_digest()
 
     assert outcomes[0].status == POSTED
+
+
+def test_start_embedded_off(services):
+    services.settings = replace(services.settings, scheduler="off")
+
+    assert start_embedded(services) is None
+
+
+def test_start_embedded_runs_jobs(services):
+    scheduler = start_embedded(services)
+    jobs = [job.id for job in scheduler.get_jobs()]
+    scheduler.shutdown(wait=True)
+
+    assert DIGEST_JOB_ID in jobs
+    assert REFRESH_JOB_ID in jobs
+
+
+def test_clock_posts_missed_digest(services, slack, database_url):
+    add_red_account(services.engine)
+    slot = datetime.now(UTC) - timedelta(minutes=5)
+    env = {**os.environ, "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_API_URL": slack.api_url, "DATABASE_URL": database_url,
+           "DIGEST_CHANNEL": CHANNEL, "DIGEST_TIME": f"{slot:%H:%M}", "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+           "CRM_API_URL": "http://127.0.0.1:9"}
+
+    process = subprocess.Popen([sys.executable, "-m", "bot", "clock"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        slack.wait_for(lambda sim: sim.messages(CHANNEL), timeout=30)
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=10)
+
+    assert len(slack.messages(CHANNEL)) == 1
+    assert "Scheduler starting with jobs: digest" in output

@@ -618,6 +618,23 @@ def test_error_fault_and_unknown_method(slack):
     assert unknown.value.response["error"] == "unknown_method"
 
 
+def test_fault_after_served_calls(slack):
+    client = WebClient(token=slack.bot_token, base_url=slack.api_url)
+    slack.fail_next("chat.postMessage", error="invalid_blocks", after=2)
+
+    first = client.chat_postMessage(channel="U0AGENT01", text="one")
+    second = client.chat_postMessage(channel="U0AGENT01", text="two")
+    with pytest.raises(SlackApiError) as injected:
+        client.chat_postMessage(channel="U0AGENT01", text="three")
+    fourth = client.chat_postMessage(channel="U0AGENT01", text="four")
+
+    assert first["ok"]
+    assert second["ok"]
+    assert fourth["ok"]
+    assert injected.value.response["error"] == "invalid_blocks"
+    assert [message["text"] for message in slack.dms_to("U0AGENT01")] == ["one", "two", "four"]
+
+
 def test_response_url_recording(slack, http):
     response_url = slack.new_response_url()
     other_url = slack.new_response_url()
