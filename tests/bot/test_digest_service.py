@@ -300,3 +300,48 @@ def test_post_digest_channel_lost_midway_keeps_claim(engine, slack, database_url
     # The summary is in the channel, so a later run must not post it again.
     assert digest_rows(engine)[0].message_ts is not None
     assert len(slack.calls_to("chat.postMessage")) == 2
+
+
+def run_cli(slack, database_url, *arguments: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_API_URL": slack.api_url, "DATABASE_URL": database_url,
+           "DIGEST_CHANNEL": CHANNEL, "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode()}
+    return subprocess.run([sys.executable, "-m", "bot", "digest", *arguments], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_cli_force_says_so(engine, slack, database_url, channel):
+    add_red_accounts(engine, 1)
+
+    first = run_cli(slack, database_url, "--now")
+    forced = run_cli(slack, database_url, "--now", "--force")
+
+    assert first.returncode == 0
+    assert forced.returncode == 0
+    assert "Posted another digest" in forced.stdout
+    assert "--force" in forced.stdout
+    assert len(slack.messages(CHANNEL)) == 2
+
+
+def test_cli_channel_option(engine, slack, database_url, channel):
+    add_red_accounts(engine, 1)
+
+    result = run_cli(slack, database_url, "--now", "--channel", OTHER_CHANNEL)
+
+    assert result.returncode == 0
+    assert len(slack.messages(OTHER_CHANNEL)) == 1
+    assert slack.messages(CHANNEL) == []
+
+
+def test_cli_malformed_channel(engine, slack, database_url):
+    result = run_cli(slack, database_url, "--now", "--channel", "general")
+
+    assert result.returncode == 2
+    assert "--channel has a malformed channel id" in result.stderr
+
+
+def test_cli_failed_channel_exit_code(engine, slack, database_url):
+    add_red_accounts(engine, 1)
+
+    result = run_cli(slack, database_url, "--now", "--channel", "C0UNKNOWN")
+
+    assert result.returncode == 1
+    assert "channel_not_found" in result.stdout
