@@ -142,8 +142,8 @@ def start_embedded(services) -> BackgroundScheduler | None:
 
 
 def _lifecycle_job(name: str) -> Callable | None:
-    # NOTE: bot.lifecycle is written alongside this module; until it provides the job, the
-    # job is left out with a warning instead of stopping the scheduler.
+    # NOTE: the lifecycle jobs are looked up by name at start-up. A build without them logs a
+    # warning and still runs the digest, so a renamed job shows only in that warning.
     try:
         from bot import lifecycle
     except ImportError:
