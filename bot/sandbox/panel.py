@@ -20,8 +20,11 @@ ACTIONS = {
 }
 
 
-def apply_action(crm: CrmSimulator, action: str, target: str) -> str:
-    """Apply a panel action to a location id (or a company id for revoke_agency) and return a status line."""
+def apply_action(crm: CrmSimulator, action: str, target: str, *, webhook_url: str | None = None) -> str:
+    """Apply a panel action to a location id (or a company id for revoke_agency) and return a status line.
+
+    An uninstall also sends the signed UNINSTALL webhook to `webhook_url`, as the platform does.
+    """
     if action == "revoke_agency":
         if target not in crm.companies:
             raise ValueError(f"Unknown agency {target!r}")
@@ -42,7 +45,13 @@ def apply_action(crm: CrmSimulator, action: str, target: str) -> str:
     else:
         raise ValueError(f"Unknown action {action!r}; use one of {', '.join(ACTIONS)}")
     logger.info("Sandbox CRM panel: %s on %s", action, target)
-    return f"{ACTIONS[action][0]}: done for {location.name}."
+    done = f"{ACTIONS[action][0]}: done for {location.name}."
+
+    if action == "uninstall" and webhook_url:
+        payload = crm.webhook_event("UNINSTALL", locationId=location.id, companyId=location.company_id)
+        status, _body = crm.send_webhook(webhook_url, payload)
+        done += f" The CRM sent the UNINSTALL webhook to the bot (HTTP {status})."
+    return done
 
 
 def render_panel(crm: CrmSimulator, *, action_url: str) -> str:

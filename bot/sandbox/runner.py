@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import threading
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server
 from werkzeug.utils import redirect
 
+from bot.errors import ConfigError
 from bot.sandbox import scenario
 from bot.sandbox.console import SlackConsole
 from bot.sandbox.web import PREFIX, create_console_app
@@ -94,6 +96,13 @@ class Sandbox:
         return f"{self.url}{PREFIX}/"
 
     def start(self) -> Sandbox:
+        # The server binds first, so that a busy port fails before anything starts and PUBLIC_URL can carry the port.
+        # Werkzeug exits the process when it cannot bind, so the socket is bound here, where OSError can be caught.
+        listener = socket.create_server((self.host, self.port))
+        dispatcher = _Dispatcher()
+        self._server = make_server(self.host, self.port, dispatcher, threaded=True, fd=listener.fileno())
+        listener.close()
+
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = ensure_key(self.directory)
 
@@ -102,10 +111,6 @@ class Sandbox:
         self.crm.start()
         scenario.seed_slack(self.slack)
         self.slack.start()
-
-        # The server binds first, so PUBLIC_URL can carry its port.
-        dispatcher = _Dispatcher()
-        self._server = make_server(self.host, self.port, dispatcher, threaded=True)
         settings = self._settings(key)
 
         # The bot
@@ -152,13 +157,14 @@ class Sandbox:
             slack_signing_secret=self.signing_secret,
             slack_api_url=self.slack.api_url,
             database_url=f"sqlite:///{(self.directory / DATABASE_FILE).resolve()}",
-            public_url=f"http://{self._public_host()}:{self._server.server_port}",
-            port=self._server.server_port,
+            public_url=f"http://{self._public_host()}:{self._server.server_address[1]}",
+            port=self._server.server_address[1],
             crm_client_id=self.crm.client_id,
             crm_client_secret=self.crm.client_secret,
             crm_authorize_url=f"{self.crm.url}/oauth/chooselocation",
             crm_api_url=self.crm.url,
             crm_app_url=self.crm.url,
+            crm_webhook_public_key=self.crm.webhook_public_key_pem,
             token_encryption_key=key,
             digest_channels=(scenario.DIGEST_CHANNEL,),
             scheduler="off",
@@ -199,7 +205,11 @@ def run_sandbox(directory: str, *, host: str, port: int) -> None:
     """Run the sandbox until Ctrl-C or SIGTERM."""
     # One access-log line per page and Slack request would bury the bot's own log.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    sandbox = Sandbox(directory, host=host, port=port).start()
+    try:
+        sandbox = Sandbox(directory, host=host, port=port).start()
+    except OSError as error:
+        raise ConfigError(f"The sandbox cannot listen on {host}:{port} ({error.strerror}). "
+                          f"Stop what uses the port, or pass another one, for example --port 3001.") from error
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
 

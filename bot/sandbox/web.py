@@ -114,7 +114,8 @@ def create_console_app(console: SlackConsole, crm: CrmSimulator) -> Flask:
     @web.post("/crm")
     def crm_action():
         try:
-            flash = apply_action(crm, request.form.get("action", ""), request.form.get("target", ""))
+            flash = apply_action(crm, request.form.get("action", ""), request.form.get("target", ""),
+                                 webhook_url=f"{console.bot_url}/webhooks/crm")
         except ValueError as error:
             flash = str(error)
         return redirect(f"{PREFIX}/crm?{urlencode({'flash': flash})}", code=303)

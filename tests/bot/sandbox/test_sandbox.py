@@ -217,3 +217,23 @@ def test_root_leads_to_console(sandbox):
 
     assert response.status_code in (301, 302, 303, 307, 308)
     assert response.headers["location"].endswith("/sandbox/")
+
+
+def test_panel_uninstall_sends_webhook(sandbox, console):
+    console.command("/crm-connect Tidal Marina direct")
+    console.authorise(console.newest_link(), login="location:loc-tidal-marina", choice="location:loc-tidal-marina")
+
+    flash = console.panel("uninstall", "loc-tidal-marina")
+
+    assert "The CRM sent the UNINSTALL webhook to the bot (HTTP 200)" in flash
+    assert "Tidal Marina* (loc-tidal-marina): No Active CRM Connection" in console.command("/crm-status Tidal Marina")
+
+
+def test_busy_port_reported(sandbox, tmp_path):
+    from bot.errors import ConfigError
+    from bot.sandbox.runner import run_sandbox
+
+    port = int(sandbox.url.rsplit(":", 1)[1])
+
+    with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+        run_sandbox(str(tmp_path / "other"), host="127.0.0.1", port=port)
