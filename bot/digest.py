@@ -117,10 +117,12 @@ def collect_changes(session: Session, digest: Digest, *, channel_id: str | None)
 
 # Rendering
 
-def render_digest(digest: Digest, changes: Changes, *, when_empty: str = "post", max_blocks: int = MAX_BLOCKS) -> list[Message]:
+def render_digest(digest: Digest, changes: Changes, *, when_empty: str = "post", max_blocks: int = MAX_BLOCKS,
+                  threaded: bool = True) -> list[Message]:
     """Render the digest as Slack messages: the first goes to the channel, the rest into its thread.
 
-    Return no message when no account is red and `when_empty` is "skip".
+    Return no message when no account is red and `when_empty` is "skip". With
+    `threaded` false the summary says that the list follows instead.
     """
     if not digest.lines:
         return [] if when_empty == "skip" else [_all_clear(digest, changes)]
@@ -133,7 +135,8 @@ def render_digest(digest: Digest, changes: Changes, *, when_empty: str = "post",
     if len(heading) + len(recovered) + len(flat_body) <= max_blocks:
         return [Message(_summary_text(digest), heading + flat_body + recovered)]
 
-    summary = heading + [section(_reason_counts(digest) + "\nThe accounts are listed in this message's thread, grouped by reason.")] + recovered
+    where = "in this message's thread" if threaded else "in the messages below"
+    summary = heading + [section(f"{_reason_counts(digest)}\nThe accounts are listed {where}, grouped by reason.")] + recovered
     chunks = _chunk(digest.lines, changes, digest.generated_at, max_blocks)
     replies = [
         Message(f"Digest for {digest.local_date.isoformat()}, part {number} of {len(chunks)}: "
@@ -145,7 +148,7 @@ def render_digest(digest: Digest, changes: Changes, *, when_empty: str = "post",
 
 def render_red_list(digest: Digest, changes: Changes, *, max_messages: int) -> list[Message]:
     """Render the digest for one person, in at most `max_messages` messages, none in a thread."""
-    messages = render_digest(digest, changes, when_empty="post", max_blocks=MAX_BLOCKS - 1)
+    messages = render_digest(digest, changes, when_empty="post", max_blocks=MAX_BLOCKS - 1, threaded=False)
     if len(messages) <= max_messages:
         return messages
 

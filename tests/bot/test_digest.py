@@ -145,6 +145,7 @@ def test_red_list_cut_to_five_messages():
 
     assert len(messages) == 5
     assert_within_limits(messages)
+    assert "listed in the messages below" in all_text(messages[:1])
     shown = len(listed_ids(messages))
     assert f"…and {400 - shown} more" in all_text(messages[-1:])
 
