@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sandbox = commands.add_parser("sandbox", help="run the bot with a simulated Slack and CRM in a browser, no credentials needed")
     sandbox.add_argument("--dir", default=".sandbox", help="folder for the database, key and CRM state (default .sandbox)")
-    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only, since the pages have no login)")
     sandbox.add_argument("--port", type=int, default=3000, help="port to listen on (default 3000)")
     sandbox.set_defaults(handler=cmd_sandbox)
     return parser

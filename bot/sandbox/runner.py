@@ -182,6 +182,8 @@ class Sandbox:
             scenario.seed_crm(self.crm)
 
     def _save_crm(self) -> None:
+        # NOTE: the CRM's state is saved only here, when the sandbox stops. After a crash or a kill -9 the
+        # bot's stored tokens may be unknown to the CRM, and those accounts need /crm-reset or a new link.
         path = self.directory / CRM_STATE_FILE
         # The file contains the simulated CRM's tokens. Only this sandbox accepts them, but the file stays private.
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
