@@ -48,7 +48,7 @@ def hash_secret(value: str) -> str:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who asked, from the Slack payload."""
+    """The Slack workspace and user behind a request."""
 
     team_id: str
     user_id: str
@@ -62,7 +62,7 @@ class Link:
 
 @dataclass(frozen=True)
 class ConnectReply:
-    """What the caller of /crm-connect is told."""
+    """The reply to the caller of /crm-connect."""
 
     text: str
     dm_sent: bool = True
