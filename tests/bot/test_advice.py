@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from bot.accounts import history_of, record_failure
@@ -155,3 +158,33 @@ def test_history_counts_sync_failures(engine):
         history = history_of(session, account)
 
     assert history.failed_attempts == 3
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+# One case per row of the README's advice table, in the table's order.
+README_ROW_CASES = [
+    (make_account(status="connected", reason=None, method="agency"), History()),
+    (make_account(reason="needs_reconnect"), History(failed_attempts=3)),
+    (make_account(reason="not_owned"), History()),
+    (make_account(reason="not_installed"), History()),
+    (make_account(reason="paused"), History()),
+    (make_account(reason="needs_reconnect"), History()),
+    (make_account(), History(sync_failed=True)),
+    (make_account(), History(agency_link_used=True)),
+    (make_account(agency_id=None), History()),
+    (make_account(), History(agency_connected=True)),
+    (make_account(), History()),
+]
+
+
+def readme_actions() -> list[str]:
+    section = README.read_text().split("## When an account is red: the advice", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d+) \|.*\| `(\w+)` \|$", section, flags=re.MULTILINE)
+    return [action for _, action in rows]
+
+
+def test_readme_table_matches_rules():
+    actions = [advise(account, history, app_url=APP_URL).action.value for account, history in README_ROW_CASES]
+
+    assert readme_actions() == actions
