@@ -30,19 +30,21 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
-logger = logging.getLogger(__name__)
+from bot.simulators.http import (
+    Response,
+    ServedSimulator,
+    SimulatorRequestHandler,
+    take_due_fault,
+)
 
-# Seconds between the server loop's checks for stop(). Python's default of 0.5 s makes every
-# stop() in a test suite wait that long.
-SHUTDOWN_POLL_INTERVAL = 0.05
+logger = logging.getLogger(__name__)
 
 API_VERSION = "2021-07-28"
 DEFAULT_TOKEN_LIFETIME = 86399
@@ -134,39 +136,30 @@ class _Fault:
     skip: int = 0
 
 
-@dataclass
-class _Response:
-    status: int
-    body: bytes
-    content_type: str
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
-def _json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Response:
+def _json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(payload).encode()
-    return _Response(status, body, "application/json; charset=utf-8", dict(headers or {}))
+    return Response(status, body, "application/json; charset=utf-8", dict(headers or {}))
 
 
-def _api_error(status: int, message: str | list[str]) -> _Response:
+def _api_error(status: int, message: str | list[str]) -> Response:
     return _json_response(status, {"statusCode": status, "message": message})
 
 
-def _html_response(status: int, title: str, body_html: str) -> _Response:
+def _html_response(status: int, title: str, body_html: str) -> Response:
     page = (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{html.escape(title)}</title></head>\n<body>\n{body_html}\n</body></html>\n"
     )
-    return _Response(status, page.encode(), "text/html; charset=utf-8")
+    return Response(status, page.encode(), "text/html; charset=utf-8")
 
 
-def _error_page(status: int, message: str) -> _Response:
+def _error_page(status: int, message: str) -> Response:
     body = f"<h1>Cannot connect the app</h1>\n<p>{html.escape(message)}</p>"
     return _html_response(status, "Cannot connect the app", body)
 
 
-def _redirect(location: str) -> _Response:
-    return _Response(302, b"", "text/plain; charset=utf-8", {"Location": location})
+def _redirect(location: str) -> Response:
+    return Response(302, b"", "text/plain; charset=utf-8", {"Location": location})
 
 
 def _append_query(url: str, params: dict[str, str]) -> str:
@@ -223,13 +216,16 @@ def _location_json(location: Location) -> dict[str, Any]:
     }
 
 
-class CrmSimulator:
+class CrmSimulator(ServedSimulator):
     """Threaded local server that behaves like the CRM's OAuth and sub-account API.
 
     All state is guarded by one lock, so tests may change it while the bot sends requests.
     Tokens and codes are random strings, and access tokens expire ``token_lifetime`` seconds
     after issue, measured with ``time.time()``.
     """
+
+    label = "CRM simulator"
+    thread_name = "crm-simulator"
 
     def __init__(
         self,
@@ -250,6 +246,7 @@ class CrmSimulator:
         turns the limit off. ``mint_refresh_tokens`` controls whether ``/oauth/locationToken``
         also returns a refresh token, as newer platform versions do.
         """
+        super().__init__(host, port, _CrmRequestHandler)
         self.client_id = client_id
         self.client_secret = client_secret
         self.app_id = app_id if app_id is not None else client_id.split("-")[0]
@@ -265,72 +262,23 @@ class CrmSimulator:
         self.refresh_successes = 0
         self._webhook_keys: dict[str, Any] = {}
 
-        self._host = host
-        self._port = port
         self._lock = threading.Lock()
         self._codes: dict[str, _PendingCode] = {}
         self._access_tokens: dict[str, _AccessToken] = {}
         self._refresh_tokens: dict[str, Grant] = {}
         self._faults: dict[str, deque[_Fault]] = {}
         self._request_windows: dict[str, deque[float]] = {}
-        self._server: _SimulatorServer | None = None
-        self._thread: threading.Thread | None = None
 
-        self._public_routes: dict[tuple[str, str], Callable[[RecordedRequest], _Response]] = {
+        self._public_routes: dict[tuple[str, str], Callable[[RecordedRequest], Response]] = {
             ("GET", "/oauth/chooselocation"): self._show_chooser,
             ("POST", "/oauth/chooselocation"): self._submit_chooser,
             ("POST", "/oauth/token"): self._exchange_token,
         }
-        self._api_routes: dict[tuple[str, str], Callable[..., _Response]] = {
+        self._api_routes: dict[tuple[str, str], Callable[..., Response]] = {
             ("POST", "/oauth/locationToken"): self._mint_location_token,
             ("GET", "/oauth/installedLocations"): self._list_installed_locations,
             ("GET", "/locations/search"): self._search_locations,
         }
-
-    # Server lifecycle
-
-    def start(self) -> CrmSimulator:
-        """Start serving in a daemon thread and return self."""
-        if self._server is not None:
-            raise RuntimeError("CrmSimulator is already running; call stop() first")
-
-        self._server = _SimulatorServer((self._host, self._port), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL_INTERVAL},
-            name="crm-simulator",
-            daemon=True,
-        )
-        self._thread.start()
-        logger.info("CRM simulator listening on %s", self.url)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the listening socket. Does nothing when not running."""
-        if self._server is None:
-            return
-
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        logger.info("CRM simulator on %s stopped", self.url)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> CrmSimulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL of the running server, such as ``http://127.0.0.1:PORT``."""
-        if self._server is None:
-            raise RuntimeError("CrmSimulator is not running; call start() first")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     # Account state
 
@@ -610,7 +558,7 @@ class CrmSimulator:
 
     # Request handling
 
-    def handle(self, request: RecordedRequest) -> _Response:
+    def handle(self, request: RecordedRequest) -> Response:
         """Record a request and produce its response. Called from the server's threads."""
         with self._lock:
             self.requests.append(request)
@@ -631,7 +579,7 @@ class CrmSimulator:
             )
         return response
 
-    def _route(self, request: RecordedRequest) -> _Response:
+    def _route(self, request: RecordedRequest) -> Response:
         route = self._public_routes.get((request.method, request.path))
         if route is not None:
             return route(request)
@@ -643,7 +591,7 @@ class CrmSimulator:
 
     def _find_api_route(
         self, request: RecordedRequest
-    ) -> tuple[Callable[..., _Response] | None, tuple[str, ...]]:
+    ) -> tuple[Callable[..., Response] | None, tuple[str, ...]]:
         route = self._api_routes.get((request.method, request.path))
         if route is not None:
             return route, ()
@@ -653,18 +601,11 @@ class CrmSimulator:
             return self._get_location, match.groups()
         return None, ()
 
-    def _take_fault(self, path: str) -> _Response | None:
+    def _take_fault(self, path: str) -> Response | None:
         with self._lock:
-            queue = self._faults.get(path)
-            if not queue:
-                return None
-            fault = queue[0]
-            if fault.skip > 0:
-                fault.skip -= 1
-                return None
-            fault.remaining -= 1
-            if fault.remaining == 0:
-                queue.popleft()
+            fault = take_due_fault(self._faults.get(path))
+        if fault is None:
+            return None
 
         logger.info("CRM simulator injects HTTP %d for %s", fault.status, path)
         response = _json_response(fault.status, fault.body, fault.headers)
@@ -672,8 +613,8 @@ class CrmSimulator:
         return response
 
     def _serve_api(
-        self, request: RecordedRequest, route: Callable[..., _Response], path_args: tuple[str, ...]
-    ) -> _Response:
+        self, request: RecordedRequest, route: Callable[..., Response], path_args: tuple[str, ...]
+    ) -> Response:
         """Apply the rate limit, version check and token check shared by all API endpoints."""
         token = _bearer_token(request)
         grant = self._grant_for_access_token(token) if token else None
@@ -746,7 +687,7 @@ class CrmSimulator:
 
     # Install page
 
-    def _show_chooser(self, request: RecordedRequest) -> _Response:
+    def _show_chooser(self, request: RecordedRequest) -> Response:
         params = request.query
         try:
             self._validate_authorize_params(params)
@@ -755,7 +696,7 @@ class CrmSimulator:
             return _error_page(400, str(error))
         return self._render_chooser(params, choices)
 
-    def _submit_chooser(self, request: RecordedRequest) -> _Response:
+    def _submit_chooser(self, request: RecordedRequest) -> Response:
         form = request.form
         try:
             callback_url = self._complete_authorization(
@@ -806,7 +747,7 @@ class CrmSimulator:
         choices += [(f"location:{loc.id}", f"Sub-account: {loc.name}") for loc in locations]
         return choices
 
-    def _render_chooser(self, params: dict[str, str], choices: list[tuple[str, str]]) -> _Response:
+    def _render_chooser(self, params: dict[str, str], choices: list[tuple[str, str]]) -> Response:
         radios = [
             f'<label><input type="radio" name="choice" value="{html.escape(value)}" required> '
             f"{html.escape(label)}</label><br>"
@@ -914,7 +855,7 @@ class CrmSimulator:
 
     # Token endpoint
 
-    def _exchange_token(self, request: RecordedRequest) -> _Response:
+    def _exchange_token(self, request: RecordedRequest) -> Response:
         fields = _body_fields(request)
         if not self._client_matches(fields):
             return _json_response(
@@ -938,7 +879,7 @@ class CrmSimulator:
         secret = fields.get("client_secret", "").encode()
         return id_ok and hmac.compare_digest(secret, self.client_secret.encode())
 
-    def _redeem_code(self, fields: dict[str, str]) -> _Response:
+    def _redeem_code(self, fields: dict[str, str]) -> Response:
         code = fields.get("code", "")
         redirect_uri = fields.get("redirect_uri")
         with self._lock:
@@ -958,7 +899,7 @@ class CrmSimulator:
             payload = self._issue_tokens_locked(pending.grant)
         return _json_response(200, payload)
 
-    def _refresh(self, fields: dict[str, str]) -> _Response:
+    def _refresh(self, fields: dict[str, str]) -> Response:
         """Rotate a refresh token and issue a new access token.
 
         The check and the rotation run under one lock, so of two concurrent refreshes with the
@@ -1018,7 +959,7 @@ class CrmSimulator:
 
     # API endpoints
 
-    def _mint_location_token(self, request: RecordedRequest, grant: Grant) -> _Response:
+    def _mint_location_token(self, request: RecordedRequest, grant: Grant) -> Response:
         if grant.user_type != USER_TYPE_COMPANY:
             return _api_error(401, MESSAGE_WRONG_AUTH_CLASS)
 
@@ -1055,7 +996,7 @@ class CrmSimulator:
                 payload["refresh_token"] = self._new_refresh_token_locked(location_grant)
         return _json_response(200, payload)
 
-    def _list_installed_locations(self, request: RecordedRequest, grant: Grant) -> _Response:
+    def _list_installed_locations(self, request: RecordedRequest, grant: Grant) -> Response:
         if grant.user_type != USER_TYPE_COMPANY:
             return _api_error(401, MESSAGE_WRONG_AUTH_CLASS)
 
@@ -1085,7 +1026,7 @@ class CrmSimulator:
         rows = self._with_repeats(rows, "_id")
         return _json_response(200, {"locations": rows[skip:skip + limit], "count": len(rows)})
 
-    def _search_locations(self, request: RecordedRequest, grant: Grant) -> _Response:
+    def _search_locations(self, request: RecordedRequest, grant: Grant) -> Response:
         if grant.user_type != USER_TYPE_COMPANY:
             return _api_error(401, MESSAGE_WRONG_AUTH_CLASS)
 
@@ -1112,7 +1053,7 @@ class CrmSimulator:
                 result.append(dict(row))
         return result
 
-    def _get_location(self, request: RecordedRequest, grant: Grant, location_id: str) -> _Response:
+    def _get_location(self, request: RecordedRequest, grant: Grant, location_id: str) -> Response:
         if grant.user_type != USER_TYPE_LOCATION:
             return _api_error(401, MESSAGE_WRONG_AUTH_CLASS)
         if grant.location_id != location_id:
@@ -1154,23 +1095,8 @@ class CrmSimulator:
         return revoked
 
 
-class _SimulatorServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # Concurrency tests open many connections at once. With socketserver's default backlog of
-    # 5 the kernel drops some of them, and their clients retry only after about a second.
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], simulator: CrmSimulator) -> None:
-        self.simulator = simulator
-        super().__init__(address, _RequestHandler)
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes. With Nagle's algorithm on, each response on
-    # a kept-alive connection would wait for the client's delayed ACK, about 40 ms on Linux.
-    disable_nagle_algorithm = True
-    server: _SimulatorServer
+class _CrmRequestHandler(SimulatorRequestHandler):
+    label = "CRM simulator"
 
     def _dispatch(self) -> None:
         try:
@@ -1179,23 +1105,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
             logger.warning("CRM simulator rejected a malformed request: %s", error)
             # The unread rest of the body would corrupt the next request on this connection.
             self.close_connection = True
-            self._write(_api_error(400, str(error)))
+            self.write(_api_error(400, str(error)))
             return
 
         response = self.server.simulator.handle(request)
         if response.delay > 0:
             time.sleep(response.delay)
-        self._write(response)
+        self.write(response)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
 
     def _read_request(self) -> RecordedRequest:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raise ValueError("Chunked request bodies are not supported; send Content-Length")
-        length_header = self.headers.get("Content-Length") or "0"
-        if not length_header.isdigit():
-            raise ValueError(f"Content-Length must be a number, got {length_header!r}")
-        body = self.rfile.read(int(length_header))
+        body = self.read_body()
 
         parts = urlsplit(self.path)
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -1218,19 +1139,3 @@ class _RequestHandler(BaseHTTPRequestHandler):
             json=json_body,
             time=time.time(),
         )
-
-    def _write(self, response: _Response) -> None:
-        try:
-            self.send_response(response.status)
-            self.send_header("Content-Type", response.content_type)
-            self.send_header("Content-Length", str(len(response.body)))
-            for name, value in response.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(response.body)
-        except (BrokenPipeError, ConnectionResetError) as error:
-            # Expected when a client times out during an injected delay.
-            logger.info("CRM simulator client disconnected before the response: %s", error)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("CRM simulator %s: %s", self.address_string(), format % args)

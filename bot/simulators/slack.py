@@ -19,20 +19,21 @@ import secrets
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.simulators.http import (
+    Response,
+    ServedSimulator,
+    SimulatorRequestHandler,
+    take_due_fault,
+)
 from bot.simulators.websocket import SocketModeServer
 
 logger = logging.getLogger(__name__)
-
-# Seconds between the server loop's checks for stop(). Python's default of 0.5 s makes every
-# stop() in a test suite wait that long.
-SHUTDOWN_POLL_INTERVAL = 0.05
 
 SIM_APP_ID = "A0SIMAPP"
 SIM_BOT_ID = "B0SIMBOT"
@@ -108,12 +109,8 @@ class _Fault:
 
 
 @dataclass
-class _Response:
-    status: int
-    body: bytes
-    content_type: str
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
+class _Response(Response):
+    # Decoded JSON body, which SlackCall records as the method's result.
     payload: Any = None
 
 
@@ -195,13 +192,16 @@ def _zone_offset_seconds(tz: str) -> int:
     return int(offset.total_seconds()) if offset is not None else 0
 
 
-class SlackSimulator:
+class SlackSimulator(ServedSimulator):
     """Threaded local server that behaves like the Slack Web API for one bot in one workspace.
 
     The workspace starts with the bot user and the user ``U0AGENT01`` that ``make_command``
     uses by default. Add more with ``add_user`` and ``add_channel``. All state is guarded by
     one lock, so tests may read recordings while the bot sends requests.
     """
+
+    label = "Slack simulator"
+    thread_name = "slack-simulator"
 
     def __init__(
         self,
@@ -212,6 +212,7 @@ class SlackSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host, port, _SlackRequestHandler)
         self.bot_token = bot_token
         self.app_token = app_token
         self.team_id = team_id
@@ -221,8 +222,6 @@ class SlackSimulator:
         self.response_posts: list[ResponsePost] = []
         self.users: dict[str, SlackUser] = {}
 
-        self._host = host
-        self._port = port
         self._lock = threading.Lock()
         self._channels: dict[str, _Channel] = {}
         self._messages: dict[tuple[str, str], dict[str, Any]] = {}
@@ -230,8 +229,6 @@ class SlackSimulator:
         self._response_post_counts: dict[str, int] = {}
         self._faults: dict[str, deque[_Fault]] = {}
         self._next_ts = 100
-        self._server: _SimulatorServer | None = None
-        self._thread: threading.Thread | None = None
         self._socket_mode: SocketModeServer | None = None
 
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -250,51 +247,10 @@ class SlackSimulator:
 
     # Server lifecycle
 
-    def start(self) -> SlackSimulator:
-        """Start serving in a daemon thread and return self."""
-        if self._server is not None:
-            raise RuntimeError("SlackSimulator is already running; call stop() first")
-
-        self._server = _SimulatorServer((self._host, self._port), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL_INTERVAL},
-            name="slack-simulator",
-            daemon=True,
-        )
-        self._thread.start()
-        logger.info("Slack simulator listening on %s", self.url)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the listening socket. Does nothing when not running."""
-        if self._server is None:
-            return
-
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    def _stop_companions(self) -> None:
         if self._socket_mode is not None:
             self._socket_mode.stop()
             self._socket_mode = None
-        logger.info("Slack simulator on %s stopped", self.url)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> SlackSimulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL of the running server, such as ``http://127.0.0.1:PORT``."""
-        if self._server is None:
-            raise RuntimeError("SlackSimulator is not running; call start() first")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def api_url(self) -> str:
@@ -499,16 +455,9 @@ class SlackSimulator:
 
     def _take_fault(self, method: str) -> _Response | None:
         with self._lock:
-            queue = self._faults.get(method)
-            if not queue:
-                return None
-            fault = queue[0]
-            if fault.skip > 0:
-                fault.skip -= 1
-                return None
-            fault.remaining -= 1
-            if fault.remaining == 0:
-                queue.popleft()
+            fault = take_due_fault(self._faults.get(method))
+        if fault is None:
+            return None
 
         logger.info("Slack simulator injects a failure for %s (HTTP %d)", method, fault.status)
         if fault.status == 429:
@@ -703,36 +652,18 @@ class SlackSimulator:
         return f"{1_700_000_000 + value // 1_000_000}.{value % 1_000_000:06d}"
 
 
-class _SimulatorServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # Concurrency tests open many connections at once. With socketserver's default backlog of
-    # 5 the kernel drops some of them, and their clients retry only after about a second.
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], simulator: SlackSimulator) -> None:
-        self.simulator = simulator
-        super().__init__(address, _RequestHandler)
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes. With Nagle's algorithm on, each response on
-    # a kept-alive connection would wait for the client's delayed ACK, about 40 ms on Linux.
-    disable_nagle_algorithm = True
-    server: _SimulatorServer
+class _SlackRequestHandler(SimulatorRequestHandler):
+    label = "Slack simulator"
 
     def _dispatch(self) -> None:
-        length_header = self.headers.get("Content-Length") or "0"
-        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        if chunked or not length_header.isdigit():
+        try:
+            raw_body = self.read_body()
+        except ValueError as error:
             logger.warning(
-                "Slack simulator rejected a body without a valid Content-Length (%r)", length_header
+                "Slack simulator rejected a body without a valid Content-Length: %s", error
             )
-            # The unread body would corrupt the next request on this connection.
-            self.close_connection = True
-            self._write(_text_response(400, "Content-Length is missing or invalid"))
+            self.write(_text_response(400, "Content-Length is missing or invalid"))
             return
-        raw_body = self.rfile.read(int(length_header))
 
         parts = urlsplit(self.path)
         headers = {name.lower(): value for name, value in self.headers.items()}
@@ -740,13 +671,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             args = self._parse_args(parts.query, raw_body, headers.get("content-type", ""))
         except ValueError as error:
             logger.warning("Slack simulator rejected a malformed body: %s", error)
-            self._write(_json_response(200, {"ok": False, "error": "invalid_json"}))
+            self.write(_json_response(200, {"ok": False, "error": "invalid_json"}))
             return
 
         response = self.server.simulator.handle(self.command, parts.path, headers, args, raw_body)
         if response.delay > 0:
             time.sleep(response.delay)
-        self._write(response)
+        self.write(response)
 
     do_GET = do_POST = _dispatch
 
@@ -763,22 +694,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
         elif media_type == "application/x-www-form-urlencoded":
             args.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         return args
-
-    def _write(self, response: _Response) -> None:
-        try:
-            self.send_response(response.status)
-            self.send_header("Content-Type", response.content_type)
-            self.send_header("Content-Length", str(len(response.body)))
-            for name, value in response.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(response.body)
-        except (BrokenPipeError, ConnectionResetError) as error:
-            # Expected when a client times out during an injected delay.
-            logger.info("Slack simulator client disconnected before the response: %s", error)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("Slack simulator %s: %s", self.address_string(), format % args)
 
 
 def sign_request(
