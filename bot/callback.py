@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlmodel import Session
 
 from bot import render
-from bot.accounts import mark_connected, set_agency_status
+from bot.accounts import mark_connected, mark_red, set_agency_status
 from bot.advice import incognito_tip
 from bot.connections import ConnectionService, hash_secret
 from bot.crm import CrmError, CrmReason, TokenGrant
@@ -16,7 +16,7 @@ from bot.errors import StateError
 from bot.sync import start_agency_sync
 from storage import queries
 from storage.db import session_scope, utcnow
-from storage.models import COMPANY, CONNECTED, METHOD_AGENCY, METHOD_DIRECT, Account, OAuthState
+from storage.models import COMPANY, CONNECTED, METHOD_AGENCY, METHOD_DIRECT, PAUSED, Account, OAuthState
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class CallbackHandler:
             return self._state_failure_page(failure)
 
         if error:
-            return self._authorisation_denied(state, error)
+            return self._authorization_denied(state, error)
         if not code:
             return CallbackPage("Link not completed", "The CRM sent no authorization code.",
                                 "Open the link from Slack again, or ask for a fresh one with /crm-connect.", status=400)
@@ -94,7 +94,7 @@ class CallbackHandler:
             account = self._result_account(session, current)
         if current.code_hash == code_hash and current.outcome == "connected":
             name = account.name if account else "The agency"
-            return CallbackPage("Already connected", f"{name} is already connected. You can close this window.", ok=True)
+            return CallbackPage("Already connected", f"{name} is already connected.", ok=True)
         logger.info("OAuth callback rejected: reused state %s", state.id)
         return CallbackPage("Link already used", "This link was already used. Each link works once.",
                             "Ask for a fresh link in Slack with /crm-connect <account>.", status=400)
@@ -105,12 +105,13 @@ class CallbackHandler:
 
     # Failures
 
-    def _authorisation_denied(self, state: OAuthState, error: str) -> CallbackPage:
+    def _authorization_denied(self, state: OAuthState, error: str) -> CallbackPage:
         with session_scope(self.service.engine) as session:
-            queries.claim_state(session=session, state_id=state.id, code_hash="denied", now=utcnow())
-            self._set_outcome(session, state.id, "denied")
+            first = queries.claim_state(session=session, state_id=state.id, code_hash="denied", now=utcnow())
             account = self._result_account(session, state)
-            if account is not None:
+            if first:
+                self._set_outcome(session, state.id, "denied")
+            if first and account is not None:
                 queries.add_event(session=session, kind="connect_failed", account_id=account.id, reason=error[:32],
                                   detail="Authorization was cancelled in the CRM")
         page = CallbackPage(
@@ -120,7 +121,9 @@ class CallbackHandler:
             "Ask for a fresh link with /crm-connect and choose Authorize. " + incognito_tip(self.settings.crm_app_url),
             status=400,
         )
-        self._dm_result(state, page)
+        # A reloaded page repeats the same error; only the first one is news.
+        if first:
+            self._dm_result(state, page)
         return page
 
     def _exchange_failed(self, state: OAuthState, failure: CrmError) -> CallbackPage:
@@ -138,7 +141,7 @@ class CallbackHandler:
 
         logger.warning("Code exchange for state %s failed: %s", state.id, failure.reason)
         if failure.reason is CrmReason.CODE_NOT_FOUND and already:
-            return CallbackPage("Already connected", f"{account.name} is already connected. You can close this window.", ok=True)
+            return CallbackPage("Already connected", f"{account.name} is already connected.", ok=True)
         if failure.is_transient:
             return CallbackPage("The CRM did not answer", "The CRM timed out or returned a server error.",
                                 "Reload this page in a minute to try again. If it keeps failing, ask for a fresh link with /crm-connect.",
@@ -178,17 +181,17 @@ class CallbackHandler:
 
         if state.method == METHOD_AGENCY or target is None:
             return CallbackPage("Agency connected", f"The agency {agency.name} is connected. Its accounts are syncing now, "
-                                f"and the progress is in your Slack DMs. You can close this window.", ok=True)
+                                f"and the progress is in your Slack DMs.", ok=True)
         return CallbackPage(
             "Agency connected, account still red",
-            f"You authorised the agency {agency.name}, not the sub-account {target.name}. "
+            f"You authorized the agency {agency.name}, not the sub-account {target.name}. "
             f"The agency is now connected and its accounts are syncing; until then {target.name} shows No Active CRM Connection.",
             f"If {target.name} stays red after the sync, ask for a Direct Connection link and log in to that sub-account directly.",
             ok=True,
         )
 
     def _store_location(self, state: OAuthState, grant: TokenGrant) -> CallbackPage:
-        location_name = self._location_name(grant)
+        location_name, paused = self._read_location(grant)
         with session_scope(self.service.engine) as session:
             target = self._result_account(session, state)
             picked = queries.get_account_by_location_id(session=session, location_id=grant.location_id)
@@ -212,10 +215,23 @@ class CallbackHandler:
                 picked.owner_user_id = state.recipient_user_id
 
             self.service.tokens.save_grant(session, grant, method=METHOD_DIRECT, account_id=picked.id)
-            change = mark_connected(session, picked, method=METHOD_DIRECT, actor_user_id=state.recipient_user_id,
-                                    detail="Direct Connection through the OAuth link")
+            if paused:
+                change = mark_red(session, picked, reason=PAUSED, error="Location is not active",
+                                  actor_user_id=state.recipient_user_id)
+            else:
+                change = mark_connected(session, picked, method=METHOD_DIRECT, actor_user_id=state.recipient_user_id,
+                                        detail="Direct Connection through the OAuth link")
             self._set_outcome(session, state.id, "connected", result_account_id=picked.id)
-        self.service.notify_change(picked, change.turned_green, False)
+        if picked.owner_user_id not in (state.recipient_user_id, state.requester_user_id):
+            self.service.notify_change(picked, change.turned_green, change.turned_red)
+
+        if paused:
+            return CallbackPage(
+                "Authorized, but the sub-account is paused",
+                f"{picked.name} authorized the app, but the CRM reports it as paused (Location is not active), "
+                f"so it still shows No Active CRM Connection. The bot keeps the tokens.",
+                f"Reactivate {picked.name} in the CRM; the bot retries and turns it green by itself.",
+            )
 
         if target is not None and target.id != picked.id:
             return CallbackPage(
@@ -226,14 +242,15 @@ class CallbackHandler:
                 + incognito_tip(self.settings.crm_app_url),
                 ok=True,
             )
-        return CallbackPage("Connected", f"{picked.name} is connected. You can close this window.", ok=True)
+        return CallbackPage("Connected", f"{picked.name} is connected.", ok=True)
 
-    def _location_name(self, grant: TokenGrant) -> str | None:
+    def _read_location(self, grant: TokenGrant) -> tuple[str | None, bool]:
+        """Return the location's name (None when unreadable) and whether the CRM reports it as paused."""
         try:
-            return self.service.crm.get_location(grant.access_token, grant.location_id).get("name")
+            return self.service.crm.get_location(grant.access_token, grant.location_id).get("name"), False
         except CrmError as error:
-            logger.warning("Could not read the name of location %s: %s", grant.location_id, error.reason)
-            return None
+            logger.warning("Could not read location %s with its new token: %s", grant.location_id, error.reason)
+            return None, error.reason is CrmReason.LOCATION_NOT_ACTIVE
 
     # Helpers
 

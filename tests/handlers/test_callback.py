@@ -188,7 +188,7 @@ def test_company_token_for_subaccount_link(bot):
     page = bot.http.get(bot.crm.authorize(link_from_dm(bot, AGENT), "company:comp-agency-1"))
 
     assert page.status_code == 200
-    assert "You authorised the agency" in page.text
+    assert "You authorized the agency" in page.text
     assert get_account(bot, account_id).status == "disconnected"
     with session_scope(bot.services.engine) as session:
         assert session.exec(select(Agency)).one().status == "connected"
@@ -212,3 +212,55 @@ def test_page_escapes_account_name(bot):
 
     assert "&lt;b&gt;Evil&lt;/b&gt; &amp; Co" in page.text
     assert "<b>Evil</b>" not in page.text
+
+
+def test_cancel_reload_dms_once(bot):
+    add_account(bot, "Acme Dental", "loc-acme")
+    bot.command("/crm-connect", "Acme Dental direct")
+    callback_url = bot.crm.authorize(link_from_dm(bot, AGENT), "location:loc-acme", action="cancel")
+
+    first = bot.http.get(callback_url)
+    reload = bot.http.get(callback_url)
+
+    assert first.status_code == reload.status_code == 400
+    assert "cancelled" in reload.text
+    cancelled = [dm for dm in bot.slack.dms_to(AGENT) if "Connection cancelled" in dm["text"]]
+    assert len(cancelled) == 1
+
+
+def test_paused_pick_stays_red(bot):
+    account_id = add_account(bot, "Acme Dental", "loc-acme")
+    bot.crm.pause_location("loc-acme")
+    bot.command("/crm-connect", "Acme Dental direct")
+
+    page = bot.http.get(bot.crm.authorize(link_from_dm(bot, AGENT), "location:loc-acme"))
+
+    assert "the sub-account is paused" in page.text
+    account = get_account(bot, account_id)
+    assert account.status == "disconnected"
+    assert account.reason == "paused"
+    with session_scope(bot.services.engine) as session:
+        assert session.exec(select(Connection)).one().account_id == account_id
+
+
+def test_result_dm_omits_window_advice(bot):
+    add_account(bot, "Acme Dental", "loc-acme")
+    bot.command("/crm-connect", "Acme Dental direct")
+
+    page = bot.http.get(bot.crm.authorize(link_from_dm(bot, AGENT), "location:loc-acme"))
+
+    assert "You can close this window." in page.text
+    result = bot.slack.wait_for(lambda sim: [dm for dm in sim.dms_to(AGENT) if "*Connected*" in dm["text"]])
+    assert "close this window" not in result[0]["text"]
+
+
+def test_owner_gets_one_dm_per_connect(bot):
+    add_account(bot, "Acme Dental", "loc-acme")
+    bot.command("/crm-connect", "Acme Dental direct")
+    link = link_from_dm(bot, AGENT)
+    before = len(bot.slack.dms_to(AGENT))
+
+    bot.http.get(bot.crm.authorize(link, "location:loc-acme"))
+
+    bot.slack.wait_for(lambda sim: len(sim.dms_to(AGENT)) > before)
+    assert len(bot.slack.dms_to(AGENT)) == before + 1
