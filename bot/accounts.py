@@ -83,8 +83,9 @@ def history_of(session: Session, account: Account) -> History:
     if account.agency_id is not None:
         agency = queries.get_agency(session=session, agency_id=account.agency_id)
         agency_connected = agency is not None and agency.status == CONNECTED
+    has_tokens = queries.get_connection_for_account(session=session, account_id=account.id) is not None
     return History(failed_attempts=failed, agency_link_used=agency_link_used, agency_connected=agency_connected,
-                   sync_failed=sync_failed)
+                   sync_failed=sync_failed, has_tokens=has_tokens)
 
 
 def set_agency_status(session: Session, agency, *, connected: bool, reason: str | None = None) -> None:

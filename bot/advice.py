@@ -42,6 +42,7 @@ class History:
     agency_link_used: bool = False    # an agency login happened, yet this account has no connection
     agency_connected: bool = False    # the account's agency holds a Company connection
     sync_failed: bool = False         # the agency sync could not mint a token for it within REPEATED_FAILURE_DAYS
+    has_tokens: bool = True           # a connection row still holds tokens that a reset could refresh
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,12 @@ def advise(account: Account, history: History, *, app_url: str) -> Advice:
             "The CRM reports this sub-account as paused (Location is not active). Reactivate it in the CRM; "
             "the bot keeps the tokens and retries.",
             Action.WAIT,
+        )
+    if reason == NEEDS_RECONNECT and not history.has_tokens:
+        return Advice(
+            f"The bot cleared the rejected tokens, so a reset has nothing left to refresh. Connect it again with "
+            f"`/crm-connect {ref}`: through the agency when it can, else with a Direct Connection link.",
+            Action.CONNECT,
         )
     if reason == NEEDS_RECONNECT:
         return Advice(

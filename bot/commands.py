@@ -37,7 +37,8 @@ def check_length(text: str) -> None:
 def parse_account_query(text: str) -> str:
     """Return the account name or id from command text, or raise InputError."""
     check_length(text)
-    query = " ".join(text.split())
+    # A name copied from a message carries the zero-width spaces that escape its formatting.
+    query = " ".join(text.replace("\u200b", "").split())
     if SPECIAL_MENTION.search(query) or query.startswith("<@"):
         raise InputError(f"“{escape(query)}” is not an account. Give an account name or a CRM location id.")
     if len(query) > MAX_NAME_LENGTH:
@@ -68,8 +69,11 @@ def parse_connect(text: str) -> ConnectCommand:
         words.pop()
 
     rest = " ".join(words)
-    if rest.lower() == "agency" and not direct:
+    if rest.lower() == "agency" and direct:
+        raise InputError("`direct` applies to one account, as in `/crm-connect Acme Dental direct`. "
+                         "To connect the agency, use `/crm-connect agency`.")
+    if rest.lower() == "agency":
         return ConnectCommand(agency=True, recipient_user_id=recipient)
-    if not rest:
+    if not rest or rest.lower() == "direct":
         raise InputError("Name the account to connect, for example `/crm-connect Acme Dental`.")
     return ConnectCommand(query=parse_account_query(rest), direct=direct, recipient_user_id=recipient)

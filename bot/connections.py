@@ -6,7 +6,7 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -31,6 +31,7 @@ from storage.models import (
 logger = logging.getLogger(__name__)
 
 MAX_MATCHES_SHOWN = 10
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Classified CRM reasons that turn an account red, and the reason they set.
 RED_REASON_BY_CRM_REASON = {
@@ -78,6 +79,16 @@ class AccountView:
     agency_name: str | None = None
     events: tuple[Event, ...] = ()
     expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AgencyView:
+    """An agency with its connection and the counts of its accounts."""
+
+    agency: Agency
+    green: int
+    red: int
+    expires_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -234,6 +245,16 @@ class ConnectionService:
             agencies = tuple(queries.list_agencies(session=session))
         return Overview(green=counts.get(CONNECTED, 0), red=red, agencies=agencies)
 
+    def agency_views(self) -> tuple[AgencyView, ...]:
+        with session_scope(self.engine) as session:
+            counts = queries.count_accounts_by_agency(session=session)
+            views = []
+            for agency in queries.list_agencies(session=session):
+                connection = queries.get_connection_for_agency(session=session, agency_id=agency.id)
+                views.append(AgencyView(agency=agency, green=counts.get((agency.id, True), 0), red=counts.get((agency.id, False), 0),
+                                        expires_at=connection.expires_at if connection else None))
+        return tuple(views)
+
     def account_view(self, query: str) -> AccountView:
         with session_scope(self.engine) as session:
             account = self.find_account(session, query)
@@ -259,5 +280,7 @@ class ConnectionService:
             return
         with session_scope(self.engine) as session:
             advice = advise(account, history_of(session, account), app_url=self.settings.crm_app_url)
-        text = render.owner_change_dm(account, status_label(account), advice, turned_green)
+            # The event of this change is stored already, so "again" needs an earlier one.
+            again = queries.count_events(session=session, account_id=account.id, kind="connected", since=EPOCH) > 1
+        text = render.owner_change_dm(account, status_label(account), advice, turned_green, again=again)
         self.slack.send_dm(account.owner_user_id, text=text)

@@ -177,7 +177,7 @@ def agency_blocks(dashboard: Dashboard) -> list[dict]:
     for agency in dashboard.agencies:
         state = "Connected" if agency.status == CONNECTED else status_label(agency)
         synced = when(agency.last_sync_at) if agency.last_sync_at else "never"
-        lines.append(f"Agency *{escape(agency.name)}*: {escape(state)}. Last sync: {synced}.")
+        lines.append(f"Agency *{render.escape_name(agency.name)}*: {escape(state)}. Last sync: {synced}.")
     if not lines:
         lines.append("No agency is connected yet. Run `/crm-connect agency` to connect one.")
 

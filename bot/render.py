@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ from bot.crm import CrmReason
 from storage.models import CONNECTED, METHOD_AGENCY, Account
 
 if TYPE_CHECKING:
-    from bot.connections import AccountView, Link, Overview
+    from bot.connections import AccountView, AgencyView, Link, Overview
 
 SECTION_LIMIT = 3000
 MAX_RED_LISTED = 40
@@ -20,6 +21,21 @@ MAX_RED_LISTED = 40
 def escape(text: str | None) -> str:
     """Escape &, < and > so that text from users or the CRM cannot ping or link in mrkdwn."""
     return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+ZERO_WIDTH_SPACE = "\u200b"
+FORMATTING = re.compile(r"([*_~`])")
+
+
+def escape_name(text: str | None) -> str:
+    """Escape a name for mrkdwn, and keep its *, _, ~ and ` from formatting the line.
+
+    mrkdwn has no escape for those characters, so a zero-width space goes after
+    each: the name still reads and copies the same, but no longer matches
+    Slack's bold, italic, strike or code patterns. Only names get this, never
+    ids or URLs, which users copy into commands and browsers.
+    """
+    return FORMATTING.sub(r"\1" + ZERO_WIDTH_SPACE, escape(text))
 
 
 def mention(user_id: str) -> str:
@@ -38,7 +54,7 @@ def section(text: str) -> dict:
 
 def account_title(account: Account) -> str:
     suffix = f" ({escape(account.location_id)})" if account.location_id else ""
-    return f"*{escape(account.name)}*{suffix}"
+    return f"*{escape_name(account.name)}*{suffix}"
 
 
 # Usage and input errors
@@ -56,6 +72,7 @@ USAGE = {
         "*Usage of /crm-status*\n"
         "• `/crm-status`: counts and every account that shows No Active CRM Connection\n"
         "• `/crm-status red`: the daily digest's list, with the next step and buttons for each account\n"
+        "• `/crm-status agency`: the agency's connection, its account counts and the last sync\n"
         "• `/crm-status <account>`: details, recent events and the next step"
     ),
     "/crm-reset": (
@@ -68,15 +85,15 @@ USAGE = {
 
 
 def account_not_found(query: str) -> str:
-    return (f"No account matches “{escape(query)}”. Use a CRM location id or the account's name, "
+    return (f"No account matches “{escape_name(query)}”. Use a CRM location id or the account's name, "
             f"see `/crm-status` for the list, or add `direct` to send a Direct Connection link for an account outside the agency.")
 
 
 def several_accounts(query: str, matches: Sequence[Account], agencies: dict[int, str], total: int) -> str:
-    lines = [f"{total} accounts match “{escape(query)}”. Use the location id of the one you mean:"]
+    lines = [f"{total} accounts match “{escape_name(query)}”. Use the location id of the one you mean:"]
     for account in matches:
-        agency = escape(agencies.get(account.agency_id, "no agency")) if account.agency_id else "outside the agency"
-        lines.append(f"• {escape(account.name)}: `{escape(account.location_id or 'no location id yet')}`, {agency}")
+        agency = escape_name(agencies.get(account.agency_id, "no agency")) if account.agency_id else "outside the agency"
+        lines.append(f"• {escape_name(account.name)}: `{escape(account.location_id or 'no location id yet')}`, {agency}")
     if total > len(matches):
         lines.append(f"…and {total - len(matches)} more.")
     return "\n".join(lines)
@@ -90,7 +107,7 @@ def link_dm(*, account: Account | None, method: str, link: Link, requester_user_
         steps = ("Log in as an agency admin, choose the agency (not a sub-account) and click Authorize. "
                  "The accounts of the agency then connect through it.")
     else:
-        title = f"Direct Connection for {escape(account.name)}" if account else "Direct Connection"
+        title = f"Direct Connection for {escape_name(account.name)}" if account else "Direct Connection"
         steps = ("Log in to that sub-account, pick it on the CRM page and click Authorize. "
                  "This makes a Direct Connection that does not depend on the agency.")
 
@@ -169,7 +186,7 @@ def overview(view: Overview) -> tuple[str, list]:
     blocks = [section(f"*{header}*")]
     for agency in view.agencies:
         state = "Connected" if agency.status == CONNECTED else "No Active CRM Connection"
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Agency {escape(agency.name)}: {state}"}]})
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Agency {escape_name(agency.name)}: {state}"}]})
 
     for item in view.red[:MAX_RED_LISTED]:
         blocks.append(section(f"{account_title(item.account)}: {escape(item.label)}\nNext step: {escape(item.advice.text)}"))
@@ -180,10 +197,27 @@ def overview(view: Overview) -> tuple[str, list]:
     return header, blocks
 
 
+def agency_status(views: Sequence[AgencyView]) -> tuple[str, list]:
+    if not views:
+        text = "No agency is connected yet. Connect one with `/crm-connect agency`."
+        return text, [section(text)]
+
+    lines = []
+    for view in views:
+        agency = view.agency
+        state = "Connected" if agency.status == CONNECTED else f"No Active CRM Connection ({escape(agency.reason or 'never connected')})"
+        lines.append(f"*{escape_name(agency.name)}* (`{escape(agency.company_id)}`): {state}\n"
+                     f"Accounts: {view.green} Connected, {view.red} red. Last sync: {when(agency.last_sync_at)}. "
+                     f"Token valid until {when(view.expires_at)}.")
+    if any(view.agency.status != CONNECTED for view in views):
+        lines.append("Next step: reconnect the agency with `/crm-connect agency`, or reset it with `/crm-reset agency`.")
+    return f"{len(views)} agenc{'y' if len(views) == 1 else 'ies'}", [section("\n\n".join(lines))]
+
+
 def account_detail(view: AccountView) -> tuple[str, list]:
     account = view.account
     lines = [f"{account_title(account)}: {escape(view.label)}"]
-    lines.append(f"Agency: {escape(view.agency_name) if view.agency_name else 'outside the agency'}")
+    lines.append(f"Agency: {escape_name(view.agency_name) if view.agency_name else 'outside the agency'}")
     if account.owner_user_id:
         lines.append(f"Owner: {mention(account.owner_user_id)}")
     if account.status == CONNECTED:
@@ -262,7 +296,7 @@ def reset_agency_confirm() -> tuple[str, list]:
 
 
 def reset_agency_refreshed(agency, sync_text: str | None) -> str:
-    text = f"Reset done: the bot refreshed the tokens of the agency {escape(agency.name)}."
+    text = f"Reset done: the bot refreshed the tokens of the agency {escape_name(agency.name)}."
     if sync_text:
         # The sync's summary is already escaped mrkdwn.
         text += f"\n{sync_text}"
@@ -270,12 +304,12 @@ def reset_agency_refreshed(agency, sync_text: str | None) -> str:
 
 
 def reset_agency_transient(agency) -> str:
-    return (f"The CRM did not answer while resetting the agency {escape(agency.name)}. Nothing was changed; "
+    return (f"The CRM did not answer while resetting the agency {escape_name(agency.name)}. Nothing was changed; "
             f"the bot retries the refresh on its own. Try again in a few minutes.")
 
 
 def reset_agency_relinked(agency, sent: bool) -> str:
-    what = f"the agency {escape(agency.name)}" if agency is not None else "the agency"
+    what = f"the agency {escape_name(agency.name)}" if agency is not None else "the agency"
     dm = "A fresh agency-level link is in your DMs." if sent else "Slack refused the DM with a fresh link; try `/crm-connect agency`."
     return f"The reset could not recover {what}: it needs a new agency-level connection. {dm}"
 
@@ -286,7 +320,7 @@ def not_admin() -> str:
 
 # Owner notifications
 
-def owner_change_dm(account: Account, label: str, advice: Advice, turned_green: bool) -> str:
+def owner_change_dm(account: Account, label: str, advice: Advice, turned_green: bool, *, again: bool = True) -> str:
     if turned_green:
-        return f"{account_title(account)} is Connected again."
+        return f"{account_title(account)} is Connected{' again' if again else ''}."
     return f"{account_title(account)} now shows {escape(label)}.\nNext step: {escape(advice.text)}"

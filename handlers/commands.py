@@ -53,6 +53,9 @@ def register(app: App, services: Services) -> None:
         if text.strip().lower() == "red":
             ack(WORKING)
             return show_red_list(respond, services)
+        if text.strip().lower() == "agency":
+            ack(WORKING)
+            return run_after_ack(respond, lambda: render.agency_status(connections.agency_views()))
         try:
             query = parse_account_query(text) if text.strip() else None
         except InputError as error:

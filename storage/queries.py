@@ -14,8 +14,12 @@ from storage.models import CONNECTED, DISCONNECTED, Account, Agency, Connection,
 
 
 def name_key(name: str) -> str:
-    """Fold a name for case-insensitive lookup: casefold and collapse whitespace."""
-    return re.sub(r"\s+", " ", name).strip().casefold()
+    """Fold a name for case-insensitive lookup: casefold, drop zero-width spaces and collapse whitespace.
+
+    Slack messages put a zero-width space after formatting characters in names,
+    so a name copied from a message must still match.
+    """
+    return re.sub(r"\s+", " ", name.replace("\u200b", "")).strip().casefold()
 
 
 # Accounts
@@ -71,6 +75,16 @@ def list_accounts(*, session: Session, status: str | None = None) -> Sequence[Ac
 def count_accounts_by_status(*, session: Session) -> dict[str, int]:
     rows = session.exec(select(Account.status, func.count()).group_by(Account.status)).all()
     return {status: count for status, count in rows}
+
+
+def count_accounts_by_agency(*, session: Session) -> dict[tuple[int | None, bool], int]:
+    """Count accounts by (agency id, green)."""
+    rows = session.exec(select(Account.agency_id, Account.status, func.count()).group_by(Account.agency_id, Account.status)).all()
+    counts: dict[tuple[int | None, bool], int] = {}
+    for agency_id, status, count in rows:
+        key = (agency_id, status == CONNECTED)
+        counts[key] = counts.get(key, 0) + count
+    return counts
 
 
 # Agencies

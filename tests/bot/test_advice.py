@@ -89,6 +89,14 @@ def test_failing_tokens_reset():
     assert advice.text.startswith("Reset the connection with `/crm-reset loc-acme`.")
 
 
+def test_cleared_tokens_connect_again():
+    advice = advise(make_account(reason="needs_reconnect"), History(has_tokens=False), app_url=APP_URL)
+
+    assert advice.action is Action.CONNECT
+    assert advice.text.startswith("The bot cleared the rejected tokens")
+    assert "`/crm-connect loc-acme`" in advice.text
+
+
 def test_failed_sync_direct_connection():
     advice = advise(make_account(), History(sync_failed=True, agency_connected=True), app_url=APP_URL)
 
@@ -169,6 +177,7 @@ README_ROW_CASES = [
     (make_account(reason="not_owned"), History()),
     (make_account(reason="not_installed"), History()),
     (make_account(reason="paused"), History()),
+    (make_account(reason="needs_reconnect"), History(has_tokens=False)),
     (make_account(reason="needs_reconnect"), History()),
     (make_account(), History(sync_failed=True)),
     (make_account(), History(agency_link_used=True)),

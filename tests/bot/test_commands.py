@@ -16,8 +16,6 @@ from bot.errors import InputError
     ("Acme Dental DIRECT <@U0ABC|jane>", ConnectCommand(query="Acme Dental", direct=True, recipient_user_id="U0ABC")),
     ("Acme Dental <@U0ABC> direct", ConnectCommand(query="Acme Dental", direct=True, recipient_user_id="U0ABC")),
     ("loc-123", ConnectCommand(query="loc-123")),
-    ("direct", ConnectCommand(query="direct")),
-    ("agency direct", ConnectCommand(query="agency", direct=True)),
 ])
 def test_parse_connect(text, expected):
     assert parse_connect(text) == expected
@@ -30,6 +28,8 @@ def test_parse_connect(text, expected):
     ("Acme <@U0ABC> <@U0DEF>", "Name one user"),
     ("x" * 301, "too long (301 characters)"),
     ("<!channel>", "is not an account"),
+    ("direct", "Name the account"),
+    ("agency direct", "`direct` applies to one account"),
     ("Acme <!here> Dental", "is not an account"),
 ])
 def test_parse_connect_rejects(text, fragment):
@@ -45,6 +45,10 @@ def test_rejection_escapes_text():
 
     assert "<!channel>" not in str(error.value)
     assert "&lt;!channel&gt;" in str(error.value)
+
+
+def test_account_query_drops_zero_width_spaces():
+    assert parse_account_query("Bold*\u200b Shop") == "Bold* Shop"
 
 
 def test_account_query_keeps_unicode():

@@ -158,3 +158,46 @@ class TestAdminOnly:
         response, _ = bot.command("/crm-reset", "Acme Dental", user_id=AGENT)
 
         assert "Only the admins" in response.text
+
+
+def test_status_agency_without_agency(bot):
+    _, response_url = bot.command("/crm-status", "agency")
+
+    assert "No agency is connected yet" in bot.last_reply_text(response_url, count=1)
+
+
+def test_status_agency_shows_counts(bot):
+    bot.command("/crm-connect", "agency")
+    bot.http.get(bot.crm.authorize(link_from_dm(bot, AGENT), "company:comp-agency-1"))
+    bot.slack.wait_for(lambda sim: [call for call in sim.calls_to("chat.update") if "finished" in call.args.get("text", "")], timeout=20)
+
+    _, response_url = bot.command("/crm-status", "agency")
+
+    text = bot.last_reply_text(response_url, count=1)
+    assert "(`comp-agency-1`): Connected" in text
+    assert "Accounts: 2 Connected, 1 red." in text
+
+
+def test_failed_reset_advises_connect(bot):
+    account = connect(bot)
+    bot.crm.revoke_grants(location_id="loc-acme")
+    _, reset_url = bot.click("reset_confirm", str(account.id))
+    bot.slack.wait_for(lambda sim: [p for p in sim.responses(reset_url) if "could not recover" in p.get("text", "")])
+
+    _, response_url = bot.command("/crm-status", "Acme Dental")
+
+    text = bot.last_reply_text(response_url, count=1)
+    assert "Next step: The bot cleared the rejected tokens" in text
+    assert "Reset the connection" not in text
+
+
+def test_formatting_in_name_is_neutralised(bot):
+    bot.command("/crm-connect", "*Bold* _Shop_ direct")
+    link_from_dm(bot, AGENT)
+
+    _, response_url = bot.command("/crm-status")
+
+    text = bot.last_reply_text(response_url, count=1)
+    assert "*\u200bBold*\u200b _\u200bShop_\u200b" in text
+    _, copied_url = bot.command("/crm-status", "*\u200bBold*\u200b _\u200bShop_\u200b")
+    assert "No Active CRM Connection" in bot.last_reply_text(copied_url, count=1)

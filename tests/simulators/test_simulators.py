@@ -105,7 +105,7 @@ def test_chooser_page_unknown_client_id(crm, http):
 def test_chooser_login_restricts_choices(crm, http):
     response = http.get(authorize_url(crm, login="location:loc2"))
 
-    # The login selector names every user; the radio buttons are what may be authorised.
+    # The login selector names every user; the radio buttons are what may be authorized.
     assert re.findall(r'name="choice" value="([^"]+)"', response.text) == ["location:loc2"]
     assert "Sub-account: Acme Plumbing" in response.text
     assert "Sub-account: Acme Dental" not in response.text
