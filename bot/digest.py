@@ -26,9 +26,6 @@ SEND_LINK_ACTION = "digest_send_link"
 RESET_ACTION = "digest_reset"
 USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 
-# How far back "new" and "recovered" look when the channel has no earlier digest.
-DEFAULT_LOOKBACK = timedelta(hours=24)
-
 
 @dataclass(frozen=True)
 class DigestLine:
@@ -63,10 +60,14 @@ class Digest:
 
 @dataclass(frozen=True)
 class Changes:
-    """Accounts that turned red or green since the previous digest in a channel, or since `since` without one."""
+    """The difference between the red list and the previous digest posted in the channel.
 
-    since: datetime
-    since_previous_digest: bool
+    `new_ids` are red now and were not listed in that digest. `recovered` were
+    listed in it and are connected now. Without a previous digest,
+    `has_previous_digest` is false and both are empty.
+    """
+
+    has_previous_digest: bool = False
     new_ids: frozenset[int] = frozenset()
     recovered: tuple[Account, ...] = ()
 
@@ -95,24 +96,17 @@ def collect_digest(session: Session, *, app_url: str, local_date: date, timezone
 
 
 def collect_changes(session: Session, digest: Digest, *, channel_id: str | None) -> Changes:
-    """Mark the accounts that turned red, and those that turned green, since the channel's previous digest.
+    """Compare the digest with the previous digest posted in the channel, which may be an earlier one of the same day."""
+    if channel_id is None:
+        return Changes()
+    previous = digest_queries.get_previous_digest(session=session, channel_id=channel_id, local_date=digest.local_date)
+    if previous is None:
+        return Changes()
 
-    New means red_since is after the previous digest. Recovered means listed in
-    the previous digest, connected now, with a "connected" event since. Without
-    a previous digest both look back DEFAULT_LOOKBACK, and recovered is every
-    account connected again in that time.
-    """
-    previous = None
-    if channel_id is not None:
-        previous = digest_queries.get_previous_digest(session=session, channel_id=channel_id, before=digest.local_date)
-    since = previous.claimed_at if previous else digest.generated_at - DEFAULT_LOOKBACK
-
-    new_ids = frozenset(line.account_id for line in digest.lines if line.account.red_since is not None and line.account.red_since >= since)
-    recovered = digest_queries.list_accounts_connected_since(session=session, since=since)
-    if previous is not None:
-        listed = {int(part) for part in previous.red_account_ids.split(",") if part}
-        recovered = [account for account in recovered if account.id in listed]
-    return Changes(since=since, since_previous_digest=previous is not None, new_ids=new_ids, recovered=tuple(recovered))
+    listed = previous.listed_account_ids
+    new_ids = frozenset(account_id for account_id in digest.account_ids if account_id not in listed)
+    recovered = digest_queries.list_connected_accounts(session=session, account_ids=listed)
+    return Changes(has_previous_digest=True, new_ids=new_ids, recovered=tuple(recovered))
 
 
 # Rendering
@@ -182,9 +176,11 @@ def _header(digest: Digest) -> str:
 
 
 def _heading_blocks(digest: Digest, changes: Changes) -> list[dict]:
-    since = "the last digest" if changes.since_previous_digest else "yesterday"
-    context = (f"Daily digest for {digest.local_date:%A %d %B %Y} ({escape(digest.timezone)}). "
-               f"{len(changes.new_ids):,} new and {len(changes.recovered):,} recovered since {since}.")
+    if changes.has_previous_digest:
+        compared = f"{len(changes.new_ids):,} new and {len(changes.recovered):,} recovered since the last digest."
+    else:
+        compared = "No earlier digest to compare with, so no account is marked new or recovered."
+    context = f"Daily digest for {digest.local_date:%A %d %B %Y} ({escape(digest.timezone)}). {compared}"
     return [
         {"type": "header", "text": {"type": "plain_text", "text": _header(digest)}},
         _context(context),
@@ -203,8 +199,7 @@ def _all_clear(digest: Digest, changes: Changes) -> Message:
 def _recovered_blocks(changes: Changes) -> list[dict]:
     if not changes.recovered:
         return []
-    since = "the last digest" if changes.since_previous_digest else "yesterday"
-    title = f"*Recovered since {since}* ({len(changes.recovered):,}): "
+    title = f"*Recovered since the last digest* ({len(changes.recovered):,}): "
     return [section(_fit_names(title, [account_title(account) for account in changes.recovered]))]
 
 

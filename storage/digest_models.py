@@ -40,5 +40,10 @@ class DigestPost(SQLModel, table=True):
     message_count: int = Field(default=0)
     red_count: int = Field(default=0)
     total_count: int = Field(default=0)
-    # Comma-separated ids of the listed accounts, so the next digest can tell which recovered.
+    # Comma-separated ids of the listed accounts, so the next digest can tell which are new and which recovered.
     red_account_ids: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+
+    @property
+    def listed_account_ids(self) -> frozenset[int]:
+        """The ids of the accounts that this digest listed as red."""
+        return frozenset(int(part) for part in self.red_account_ids.split(",") if part)

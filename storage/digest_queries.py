@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
 
 from sqlalchemy import delete, func, update
@@ -10,7 +10,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from storage.digest_models import DIGEST_CLAIMED, DIGEST_PARTIAL, DIGEST_POSTED, DigestPost
-from storage.models import CONNECTED, Account, Event
+from storage.models import CONNECTED, Account
+
+ID_BATCH = 500
 
 
 def claim_digest(*, session: Session, channel_id: str, local_date: date, sequence: int, claimed_by: str, now: datetime) -> DigestPost | None:
@@ -74,13 +76,17 @@ def release_digest(*, session: Session, post_id: int) -> None:
     session.execute(delete(DigestPost).where(DigestPost.id == post_id, col(DigestPost.message_ts).is_(None)))
 
 
-def get_previous_digest(*, session: Session, channel_id: str, before: date) -> DigestPost | None:
-    """Return the newest digest posted in the channel before the local date `before`."""
+def get_previous_digest(*, session: Session, channel_id: str, local_date: date) -> DigestPost | None:
+    """Return the newest digest posted in the channel on or before `local_date`, including earlier ones of that date.
+
+    A claim still being posted, a skipped slot and a released claim do not count,
+    because none of them showed a list in the channel.
+    """
     statement = (
         select(DigestPost)
         .where(
             DigestPost.channel_id == channel_id,
-            DigestPost.local_date < before,
+            DigestPost.local_date <= local_date,
             col(DigestPost.status).in_((DIGEST_POSTED, DIGEST_PARTIAL)),
         )
         .order_by(col(DigestPost.local_date).desc(), col(DigestPost.sequence).desc())
@@ -89,12 +95,13 @@ def get_previous_digest(*, session: Session, channel_id: str, before: date) -> D
     return session.exec(statement).first()
 
 
-def list_accounts_connected_since(*, session: Session, since: datetime) -> Sequence[Account]:
-    """Return the connected accounts that have a "connected" event at or after `since`."""
-    recent = select(Event.account_id).where(Event.kind == "connected", Event.created_at >= since)
-    statement = (
-        select(Account)
-        .where(Account.status == CONNECTED, col(Account.id).in_(recent))
-        .order_by(Account.name_key, Account.id)
-    )
-    return session.exec(statement).all()
+def list_connected_accounts(*, session: Session, account_ids: Collection[int]) -> list[Account]:
+    """Return the accounts among `account_ids` that are connected now, sorted by name."""
+    ids = sorted(account_ids)
+    found: list[Account] = []
+    # Batches keep each IN list well under the bound-parameter limits of SQLite and PostgreSQL.
+    for start in range(0, len(ids), ID_BATCH):
+        statement = select(Account).where(Account.status == CONNECTED, col(Account.id).in_(ids[start:start + ID_BATCH]))
+        found.extend(session.exec(statement).all())
+    found.sort(key=lambda account: (account.name_key, account.id))
+    return found

@@ -15,8 +15,8 @@ from bot.digest import (
 )
 from storage import queries
 from storage.db import session_scope
-from storage.digest_models import DIGEST_POSTED, DigestPost
-from storage.models import CONNECTED, NEEDS_RECONNECT, NEVER_CONNECTED, NOT_OWNED, REASONS, Account
+from storage.digest_models import DIGEST_CLAIMED, DIGEST_POSTED, DIGEST_SKIPPED, DigestPost
+from storage.models import CONNECTED, NEEDS_RECONNECT, NEVER_CONNECTED, NOT_OWNED, REASONS, Account, Connection
 
 NOW = datetime(2026, 3, 9, 14, 0, tzinfo=UTC)
 APP_URL = "https://app.example-crm.test"
@@ -35,7 +35,7 @@ def make_digest(count: int, *, total: int = 240, reasons: tuple[str, ...] = (NEV
 
 
 def no_changes() -> Changes:
-    return Changes(since=NOW - timedelta(hours=24), since_previous_digest=False)
+    return Changes()
 
 
 def listed_ids(messages) -> list[int]:
@@ -209,7 +209,10 @@ def add_account(session, name: str, *, reason: str = NEVER_CONNECTED, red_since:
 def test_collect_groups_by_reason(engine):
     with session_scope(engine) as session:
         add_account(session, "Zeta", reason=NOT_OWNED)
-        add_account(session, "Alpha", reason=NEEDS_RECONNECT)
+        alpha = add_account(session, "Alpha", reason=NEEDS_RECONNECT)
+        # Stored tokens are what a reset refreshes, so the advice for Alpha is a reset.
+        session.add(Connection(account_id=alpha.id, user_type="Location", location_id=alpha.location_id,
+                               access_token_encrypted="not-a-token", expires_at=NOW, method="direct"))
         add_account(session, "Beta")
         green = add_account(session, "Green")
         green.status = CONNECTED
@@ -223,41 +226,116 @@ def test_collect_groups_by_reason(engine):
     assert "direct" in digest.lines[2].advice.text
 
 
-def test_changes_marks_new_since_yesterday(engine):
+def add_digest(session, *accounts: Account, local_date: date = date(2026, 3, 8), sequence: int = 0,
+               status: str = DIGEST_POSTED, channel: str = "C0DIGEST1") -> None:
+    session.add(DigestPost(channel_id=channel, local_date=local_date, sequence=sequence, status=status, claimed_by="test",
+                           claimed_at=NOW - timedelta(days=1), red_account_ids=",".join(str(account.id) for account in accounts)))
+    session.flush()
+
+
+def changes_now(engine, channel: str | None = "C0DIGEST1"):
+    with session_scope(engine) as session:
+        digest = collect_digest(session, app_url=APP_URL, local_date=date(2026, 3, 9), timezone="UTC", now=NOW)
+        changes = collect_changes(session, digest, channel_id=channel)
+    return digest, changes
+
+
+def test_changes_none_without_previous_digest(engine):
     with session_scope(engine) as session:
         add_account(session, "Old", red_since=NOW - timedelta(days=3))
-        fresh = add_account(session, "Fresh", red_since=NOW - timedelta(hours=5))
-        fresh_id = fresh.id
+        add_account(session, "Fresh", red_since=NOW - timedelta(hours=5))
+        green = add_account(session, "Green Again")
+        mark_connected(session, green, method="direct")
 
+    digest, changes = changes_now(engine)
+
+    assert not changes.has_previous_digest
+    assert changes.new_ids == frozenset()
+    assert changes.recovered == ()
+    text = all_text(render_digest(digest, changes))
+    assert "*new*" not in text
+    assert "Recovered" not in text
+    assert "yesterday" not in text
+    assert "No earlier digest to compare with, so no account is marked new or recovered." in text
+
+
+def test_changes_new_not_listed_before(engine):
     with session_scope(engine) as session:
-        digest = collect_digest(session, app_url=APP_URL, local_date=date(2026, 3, 9), timezone="UTC", now=NOW)
-        changes = collect_changes(session, digest, channel_id="C0DIGEST1")
+        listed = add_account(session, "Listed", red_since=NOW - timedelta(hours=1))
+        unlisted = add_account(session, "Unlisted", red_since=NOW - timedelta(days=30))
+        add_digest(session, listed)
+        unlisted_id = unlisted.id
 
-    assert changes.new_ids == {fresh_id}
-    assert not changes.since_previous_digest
+    digest, changes = changes_now(engine)
+
+    assert changes.has_previous_digest
+    assert changes.new_ids == {unlisted_id}
     text = all_text(render_digest(digest, changes))
     assert text.count("*new*") == 1
+    assert "1 new and 0 recovered since the last digest." in text
 
 
-def test_changes_recovered_since_previous_digest(engine, database_url):
-    from freezegun import freeze_time
-
+def test_changes_recovered_listed_and_connected(engine):
     with session_scope(engine) as session:
         was_red = add_account(session, "Was Red")
-        other = add_account(session, "Never Listed")
+        never_listed = add_account(session, "Never Listed")
         still = add_account(session, "Still Red")
-        session.add(DigestPost(channel_id="C0DIGEST1", local_date=date(2026, 3, 8), status=DIGEST_POSTED, claimed_by="test",
-                               claimed_at=NOW - timedelta(days=1), red_account_ids=f"{was_red.id},{still.id}"))
-        ids = (was_red.id, other.id)
+        add_digest(session, was_red, still)
+        for account in (was_red, never_listed):
+            mark_connected(session, account, method="direct")
 
-    with freeze_time(NOW - timedelta(hours=2)), session_scope(engine) as session:
-        for account_id in ids:
-            mark_connected(session, queries.get_account(session=session, account_id=account_id), method="direct")
+    digest, changes = changes_now(engine)
 
-    with session_scope(engine) as session:
-        digest = collect_digest(session, app_url=APP_URL, local_date=date(2026, 3, 9), timezone="UTC", now=NOW)
-        changes = collect_changes(session, digest, channel_id="C0DIGEST1")
-
-    assert changes.since_previous_digest
     assert [account.name for account in changes.recovered] == ["Was Red"]
-    assert "*Recovered since the last digest* (1): *Was Red*" in all_text(render_digest(digest, changes))
+    assert changes.new_ids == frozenset()
+    text = all_text(render_digest(digest, changes))
+    assert "*Recovered since the last digest* (1): *Was Red*" in text
+    assert "0 new and 1 recovered since the last digest." in text
+
+
+def test_changes_recovered_without_connected_event(engine):
+    with session_scope(engine) as session:
+        green = add_account(session, "Green")
+        add_digest(session, green)
+        green.status = CONNECTED
+
+    _digest, changes = changes_now(engine)
+
+    assert [account.name for account in changes.recovered] == ["Green"]
+
+
+def test_changes_against_same_day_digest(engine):
+    with session_scope(engine) as session:
+        first = add_account(session, "First")
+        second = add_account(session, "Second")
+        add_digest(session, first, local_date=date(2026, 3, 9), sequence=0)
+        add_digest(session, first, second, local_date=date(2026, 3, 9), sequence=1)
+        add_digest(session, local_date=date(2026, 3, 9), sequence=2, status=DIGEST_CLAIMED)
+        add_digest(session, local_date=date(2026, 3, 9), sequence=3, status=DIGEST_SKIPPED)
+
+    _digest, changes = changes_now(engine)
+
+    assert changes.has_previous_digest
+    assert changes.new_ids == frozenset()
+
+
+def test_changes_other_channel_ignored(engine):
+    with session_scope(engine) as session:
+        red = add_account(session, "Red")
+        add_digest(session, red, channel="C0OTHER01")
+
+    _digest, changes = changes_now(engine)
+
+    assert not changes.has_previous_digest
+    assert changes.new_ids == frozenset()
+
+
+def test_changes_none_without_channel(engine):
+    with session_scope(engine) as session:
+        add_digest(session)
+        add_account(session, "Red")
+
+    _digest, changes = changes_now(engine, channel=None)
+
+    assert not changes.has_previous_digest
+    assert changes.new_ids == frozenset()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -156,6 +157,49 @@ def test_post_digest_two_processes(engine, slack, database_url, channel):
 
 
 # Content and threads
+
+def digest_context(message: dict) -> str:
+    """Return the text of the digest's context line, which carries the new and recovered counts."""
+    return next(block["elements"][0]["text"] for block in message["blocks"] if block["type"] == "context")
+
+
+def line_text(message: dict, name: str) -> str:
+    """Return the text of the digest line that lists the account `name`."""
+    return next(block["text"]["text"] for block in message["blocks"]
+                if block["type"] == "section" and block["text"]["text"].startswith(f"*{name}*"))
+
+
+def test_post_digest_first_marks_nothing(engine, slack, database_url, channel):
+    add_red_accounts(engine, 2)
+
+    make_service(engine, slack, database_url).post_digest()
+
+    message = slack.messages(CHANNEL)[0]
+    assert "No earlier digest to compare with, so no account is marked new or recovered." in digest_context(message)
+    assert "*new*" not in json.dumps(message["blocks"])
+
+
+def test_post_digest_compares_with_last_digest(engine, slack, database_url, channel):
+    add_red_accounts(engine, 3)
+    service = make_service(engine, slack, database_url)
+    service.post_digest()
+    with session_scope(engine) as session:
+        queries.get_account_by_location_id(session=session, location_id="loc-0").status = CONNECTED
+        queries.create_account(session=session, name="Turned Red", location_id="loc-turned-red")
+
+    service.post_digest(force=True)
+    unchanged = service.post_digest(force=True)
+
+    second, third = slack.messages(CHANNEL)[1:]
+    assert "1 new and 1 recovered since the last digest." in digest_context(second)
+    assert json.dumps(second["blocks"]).count("*new*") == 1
+    assert "*new*" in line_text(second, "Turned Red")
+    assert "*Recovered since the last digest* (1): *Account 0000*" in json.dumps(second["blocks"])
+    assert unchanged[0].status == POSTED
+    assert "0 new and 0 recovered since the last digest." in digest_context(third)
+    assert "*new*" not in json.dumps(third["blocks"])
+    assert "Recovered" not in json.dumps(third["blocks"])
+
 
 def test_post_digest_long_list_in_thread(engine, slack, database_url, channel):
     add_red_accounts(engine, 120)

@@ -131,6 +131,8 @@ def test_sandbox_walks_procedure(sandbox, console):
     # The digest before the fixes lists the stubborn, paused, transferred and external accounts.
     before = digest_text(console.post_digest())
     assert "7 of 21 accounts show No Active CRM Connection" in before
+    assert "No earlier digest to compare with, so no account is marked new or recovered." in before
+    assert "*new*" not in before
     for name in ("Oak Hardware", "Ridge Auto", "Summit Realty", "Tidal Marina"):
         assert name in before
 
@@ -162,12 +164,14 @@ def test_sandbox_walks_procedure(sandbox, console):
 
     # The digest after the fixes no longer lists them.
     after = digest_text(console.post_digest())
-    red_part, _, recovered = after.partition("Recovered since yesterday")
+    red_part, _, recovered = after.partition("*Recovered since the last digest*")
     assert "5 of 21 accounts show No Active CRM Connection" in after
+    assert "0 new and 2 recovered since the last digest." in after
+    assert "*new*" not in after
     assert "Oak Hardware" not in red_part
     assert "Summit Realty" not in red_part
     assert "Ridge Auto" in red_part
-    assert "Oak Hardware" in recovered
+    assert recovered.startswith(" (2): *Oak Hardware* (loc-oak-hardware), *Summit Realty* (loc-summit-realty)")
 
     # The App Home shows the same counts.
     console.http.post("/sandbox/home", data={"user": AGENT})
