@@ -77,6 +77,9 @@ class SyncSummary:
 
     `status` is "finished", "partial" (some accounts deferred), "interrupted",
     "stopped" (the agency was disconnected), "failed" or "already_running".
+    `total` counts the sub-accounts that the CRM lists for the agency, and the
+    outcome counts add up to it. `left_agency` counts the agency's accounts that
+    the CRM no longer lists, which `total` leaves out.
     """
 
     agency_id: int
@@ -383,8 +386,9 @@ class AgencySync:
             seconds=seconds,
             **{outcome.value: counts[outcome] for outcome in Outcome},
         )
-        logger.info("Sync %s of agency %s ended %s after %.1f s: %s accounts, %s connected, %s deferred",
-                    run_id, agency.id, status, seconds, summary.total, summary.connected, summary.deferred)
+        logger.info("Sync %s of agency %s ended after %.1f s with status %s: %s accounts listed, %s connected, "
+                    "%s deferred, %s left the agency", run_id, agency.id, seconds, status, summary.total, summary.connected,
+                    summary.deferred, summary.left_agency)
         return summary
 
     def _report(self, run: _Run) -> None:

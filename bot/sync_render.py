@@ -44,7 +44,8 @@ def summary_text(summary: SyncSummary) -> str:
         return (f"The sync of the agency {name} was interrupted: {escape(summary.error or 'the CRM did not answer')}. "
                 f"No account was marked red. Run `/crm-connect agency` again to resume.")
 
-    lines = [f"*Sync of the agency {name} finished:* {summary.total:,} accounts."]
+    # The bullets count every account once: the listed ones by outcome, plus those that left the agency.
+    lines = [f"*Sync of the agency {name} finished:* {summary.total + summary.left_agency:,} accounts."]
     for field, label in OUTCOME_LINES:
         count = getattr(summary, field)
         if count:

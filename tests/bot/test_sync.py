@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import replace
 from datetime import timedelta
@@ -183,6 +184,30 @@ def test_sync_account_moved_since_last_sync(bot):
     assert bolt.agency_id is None
     with session_scope(bot.services.engine) as session:
         assert queries.get_connection_for_account(session=session, account_id=bolt.id) is None
+
+
+def test_sync_summary_counts_left_accounts(bot):
+    agency_id = connect_agency(bot.services, bot.crm)
+    run_agency_sync(bot.services, agency_id)
+    bot.crm.transfer_location("loc-bolt", "comp-other")
+
+    lines = run_agency_sync(bot.services, agency_id).text.splitlines()
+
+    assert lines[0] == "*Sync of the agency Bright Agency finished:* 3 accounts."
+    bullets = [line for line in lines if line.startswith("• ")]
+    assert sum(int(bullet.split()[1]) for bullet in bullets) == 3
+    assert "• 1 no longer in the agency: moved to another agency or removed" in bullets
+
+
+def test_sync_end_logged(bot, caplog):
+    agency_id = connect_agency(bot.services, bot.crm)
+
+    with caplog.at_level(logging.INFO, logger="bot.sync"):
+        run_agency_sync(bot.services, agency_id)
+
+    ended = [record.getMessage() for record in caplog.records if " ended after " in record.getMessage()]
+    assert len(ended) == 1
+    assert " with status finished: 3 accounts listed, 2 connected, 0 deferred, 0 left the agency" in ended[0]
 
 
 def test_sync_same_name_in_two_agencies(bot):
