@@ -16,10 +16,10 @@ from datetime import date, datetime, timedelta
 from sqlmodel import Session
 
 from bot.accounts import history_of
-from bot.advice import REASON_LABELS, Advice, advise
+from bot.advice import REASON_LABELS, Action, Advice, advise
 from bot.render import SECTION_LIMIT, account_title, escape, mention, section
 from storage import digest_queries, queries
-from storage.models import DISCONNECTED, NEEDS_RECONNECT, NEVER_CONNECTED, REASONS, Account
+from storage.models import DISCONNECTED, NEVER_CONNECTED, REASONS, Account
 
 MAX_BLOCKS = 50
 SEND_LINK_ACTION = "digest_send_link"
@@ -276,12 +276,12 @@ def _line_blocks(line: DigestLine, changes: Changes, now: datetime) -> list[dict
     text = f"{account_title(account)} · owner {owner} · {red_for(account.red_since, now)}{new}\nNext step: {escape(line.advice.text)}"
 
     send_link = _button("Send connect link", SEND_LINK_ACTION, line.account_id, style="primary")
-    if line.reason != NEEDS_RECONNECT:
+    if line.advice.action is not Action.RESET:
         block = section(text)
         block["accessory"] = send_link
         return [block]
 
-    # A needs_reconnect account had tokens, so a reset (admins only) may recover it without a link.
+    # The account still holds tokens, so a reset (admins only) may recover it without a link.
     reset = _button("Reset", RESET_ACTION, line.account_id)
     return [section(text), {"type": "actions", "block_id": f"digest_account_{line.account_id}", "elements": [send_link, reset]}]
 

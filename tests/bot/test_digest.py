@@ -22,10 +22,13 @@ NOW = datetime(2026, 3, 9, 14, 0, tzinfo=UTC)
 APP_URL = "https://app.example-crm.test"
 
 
-def make_line(index: int, *, name: str | None = None, reason: str = NEVER_CONNECTED, owner: str | None = "U0OWNER01") -> DigestLine:
+def make_line(index: int, *, name: str | None = None, reason: str = NEVER_CONNECTED, owner: str | None = "U0OWNER01",
+              action: Action | None = None) -> DigestLine:
     account = Account(id=index, name=name or f"Account {index:05d}", name_key="", location_id=f"loc-{index}",
                       owner_user_id=owner, reason=reason, red_since=NOW - timedelta(days=3))
-    return DigestLine(account=account, advice=Advice(f"Send a connect link with `/crm-connect loc-{index}`.", Action.CONNECT))
+    # As advise does for an account that still holds tokens.
+    action = action or (Action.RESET if reason == NEEDS_RECONNECT else Action.CONNECT)
+    return DigestLine(account=account, advice=Advice(f"Next step for loc-{index}.", action))
 
 
 def make_digest(count: int, *, total: int = 240, reasons: tuple[str, ...] = (NEVER_CONNECTED,)) -> Digest:
@@ -125,6 +128,16 @@ def test_render_needs_reconnect_has_reset():
     assert len(actions) == 1
     assert [element["action_id"] for element in actions[0]["elements"]] == [SEND_LINK_ACTION, RESET_ACTION]
     assert actions[0]["elements"][1]["value"] == "7"
+
+
+def test_render_cleared_tokens_no_reset():
+    line = make_line(7, reason=NEEDS_RECONNECT, action=Action.CONNECT)
+    digest = Digest(local_date=date(2026, 3, 9), timezone="UTC", generated_at=NOW, total=10, lines=(line,))
+
+    blocks = render_digest(digest, no_changes())[0].blocks
+
+    assert [block for block in blocks if block["type"] == "actions"] == []
+    assert [block["accessory"]["action_id"] for block in blocks if "accessory" in block] == [SEND_LINK_ACTION]
 
 
 def test_render_empty_posts_all_clear():
