@@ -36,13 +36,13 @@ class Action(enum.StrEnum):
 
 @dataclass(frozen=True)
 class History:
-    """What the advice needs from an account's events."""
+    """The facts from an account's events and connection that the advice depends on."""
 
     failed_attempts: int = 0          # failed connects, refreshes and syncs within REPEATED_FAILURE_DAYS
     agency_link_used: bool = False    # an agency login happened, yet this account has no connection
-    agency_connected: bool = False    # the account's agency holds a Company connection
+    agency_connected: bool = False    # the account's agency has a Company connection
     sync_failed: bool = False         # the agency sync could not mint a token for it within REPEATED_FAILURE_DAYS
-    has_tokens: bool = True           # a connection row still holds tokens that a reset could refresh
+    has_tokens: bool = True           # a connection row still stores tokens that a reset could refresh
 
 
 @dataclass(frozen=True)

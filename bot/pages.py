@@ -32,7 +32,7 @@ h1 {{ font-size: 1.4rem; margin-top: 0; }}
 
 def render_callback_page(page: CallbackPage) -> str:
     next_step = f'<p class="next">Next step: {escape(page.next_step)}</p>' if page.next_step else ""
-    # Only the browser page says this; the same message also goes to Slack by DM.
+    # Only the browser page gets this sentence; the same message also goes to Slack by DM.
     message = f"{page.message} You can close this window." if page.ok and not page.next_step else page.message
     return TEMPLATE.format(
         title=escape(page.title),
