@@ -25,7 +25,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 @dataclass(frozen=True)
 class TokenGrant:
-    """One token answer of the CRM, with the secrets hidden from repr."""
+    """One token response of the CRM, with the secrets hidden from repr."""
 
     access_token: str = field(repr=False)
     refresh_token: str | None = field(repr=False)
@@ -39,7 +39,7 @@ class TokenGrant:
     @classmethod
     def from_body(cls, body: dict, *, now: datetime, default_user_type: str | None = None) -> TokenGrant:
         if not isinstance(body, dict) or not body.get("access_token"):
-            raise CrmError(CrmReason.REJECTED, "The token answer has no access_token", status=200)
+            raise CrmError(CrmReason.REJECTED, "The token response has no access_token", status=200)
         expires_in = int(body.get("expires_in") or 86399)
         return cls(
             access_token=body["access_token"],
@@ -75,7 +75,7 @@ class CrmClient:
     Every call sends the `Version` header and a timeout. A timeout, a
     connection error, a 5xx or a 429 is retried with backoff (honouring
     `Retry-After`) up to `retry.attempts` times; after that, or for any other
-    error answer, the call raises CrmError with a classified reason.
+    error response, the call raises CrmError with a classified reason.
 
     Calls with an agency token count against the company's rate limit, and
     calls with a location token against the location's. `rate_limiter` makes
@@ -147,7 +147,7 @@ class CrmClient:
             rate_key=company_key(company_id),
         )
         grant = TokenGrant.from_body(body, now=utcnow(), default_user_type="Location")
-        # The mint answer may omit locationId or companyId; the request names both.
+        # The mint response may omit locationId or companyId, but the request names both.
         if grant.location_id is None or grant.company_id is None:
             grant = _with_location(grant, grant.location_id or location_id, company_id)
         return grant
@@ -192,7 +192,7 @@ class CrmClient:
                 with self.rate_limiter.slot(rate_key):
                     response = self._http.request(method, path, data=data, params=params, headers=headers)
             except httpx.TransportError as error:
-                failure = CrmError(CrmReason.TRANSIENT, f"{type(error).__name__}: no answer from the CRM")
+                failure = CrmError(CrmReason.TRANSIENT, f"{type(error).__name__}: the CRM did not respond")
                 failure.__cause__ = error
             else:
                 self.rate_limiter.observe(rate_key, response.headers)
@@ -228,7 +228,7 @@ def _json(response: httpx.Response) -> dict:
     try:
         body = response.json()
     except ValueError as error:
-        raise CrmError(CrmReason.TRANSIENT, "The CRM answered with a body that is not JSON", status=response.status_code) from error
+        raise CrmError(CrmReason.TRANSIENT, "The CRM responded with a body that is not JSON", status=response.status_code) from error
     return body if isinstance(body, dict) else {"items": body}
 
 
