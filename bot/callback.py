@@ -112,7 +112,8 @@ class CallbackHandler:
             if first:
                 self._set_outcome(session, state.id, "denied")
             if first and account is not None:
-                queries.add_event(session=session, kind="connect_failed", account_id=account.id, reason=error[:32],
+                # A cancel is the user's choice, so it does not count as a failed attempt.
+                queries.add_event(session=session, kind="connect_cancelled", account_id=account.id, reason=error[:32],
                                   detail="Authorization was cancelled in the CRM")
         page = CallbackPage(
             "Connection cancelled",
@@ -184,7 +185,7 @@ class CallbackHandler:
                                 f"and the progress is in your Slack DMs.", ok=True)
         return CallbackPage(
             "Agency connected, account still red",
-            f"You authorized the agency {agency.name}, not the sub-account {target.name}. "
+            f"The login authorized the agency {agency.name}, not the sub-account {target.name}. "
             f"The agency is now connected and its accounts are syncing; until then {target.name} shows No Active CRM Connection.",
             f"If {target.name} stays red after the sync, ask for a Direct Connection link and log in to that sub-account directly.",
             ok=True,
@@ -236,7 +237,7 @@ class CallbackHandler:
         if target is not None and target.id != picked.id:
             return CallbackPage(
                 "A different account was connected",
-                f"You picked {picked.name} ({picked.location_id}), not {target.name}. {picked.name} is now connected; "
+                f"The login picked {picked.name} ({picked.location_id}), not {target.name}. {picked.name} is now connected; "
                 f"{target.name} still shows No Active CRM Connection.",
                 f"To connect {target.name}, ask for a fresh link and pick {target.name} on the CRM page. "
                 + incognito_tip(self.settings.crm_app_url),
@@ -263,5 +264,8 @@ class CallbackHandler:
 
     def _dm_result(self, state: OAuthState, page: CallbackPage) -> None:
         text = render.callback_dm(page.title, page.message, page.next_step)
-        for user_id in dict.fromkeys((state.recipient_user_id, state.requester_user_id)):
-            self.service.slack.send_dm(user_id, text=text)
+        self.service.slack.send_dm(state.recipient_user_id, text=text)
+        if state.requester_user_id != state.recipient_user_id:
+            # The requester did not open the link, so the DM says whose result it is.
+            intro = f"Result of the link you sent to {render.mention(state.recipient_user_id)}:\n"
+            self.service.slack.send_dm(state.requester_user_id, text=intro + text)

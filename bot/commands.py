@@ -37,8 +37,7 @@ def check_length(text: str) -> None:
 def parse_account_query(text: str) -> str:
     """Return the account name or id from command text, or raise InputError."""
     check_length(text)
-    # A name copied from a message carries the zero-width spaces that escape its formatting.
-    query = " ".join(text.replace("\u200b", "").split())
+    query = " ".join(text.split())
     if SPECIAL_MENTION.search(query) or query.startswith("<@"):
         raise InputError(f"“{escape(query)}” is not an account. Give an account name or a CRM location id.")
     if len(query) > MAX_NAME_LENGTH:

@@ -144,13 +144,16 @@ class ConnectionService:
         with session_scope(self.engine) as session:
             link = self.create_link(session, caller=caller, recipient_user_id=recipient_user_id,
                                     account_id=account.id if account else None, method=method)
-            if account is not None:
-                queries.add_event(session=session, kind="link_sent", account_id=account.id, actor_user_id=caller.user_id,
-                                  detail=f"{method} link to {recipient_user_id}")
 
         text, blocks = render.link_dm(account=account, method=method, link=link, requester_user_id=caller.user_id,
                                       recipient_user_id=recipient_user_id, app_url=self.settings.crm_app_url, why=why)
         sent = self.slack.send_dm(recipient_user_id, text=text, blocks=blocks) is not None
+
+        # The history records only a link that reached someone.
+        if sent and account is not None:
+            with session_scope(self.engine) as session:
+                queries.add_event(session=session, kind="link_sent", account_id=account.id, actor_user_id=caller.user_id,
+                                  detail=f"{method} link to {recipient_user_id}")
         return link, sent
 
     # /crm-connect
@@ -232,7 +235,9 @@ class ConnectionService:
             red_reason = RED_REASON_BY_CRM_REASON.get(error.reason)
             if red_reason in (NOT_OWNED, NOT_INSTALLED, PAUSED) and account.status != CONNECTED:
                 mark_red(session, account, reason=red_reason, error=error.crm_message, actor_user_id=actor_user_id)
-            record_failure(session, account, kind="connect_failed", reason=error.reason.value, error=error.crm_message, actor_user_id=actor_user_id)
+            # A sub-account without the app or a paused one is an expected outcome, not a failed attempt.
+            kind = "mint_refused" if red_reason in (NOT_INSTALLED, PAUSED) else "connect_failed"
+            record_failure(session, account, kind=kind, reason=error.reason.value, error=error.crm_message, actor_user_id=actor_user_id)
         logger.info("Agency mint for account %s failed: %s", account_id, error.reason)
         return render.mint_failure_why(error.reason)
 

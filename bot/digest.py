@@ -271,9 +271,14 @@ def _chunk(lines: tuple[DigestLine, ...], changes: Changes, now: datetime, max_b
 
 def _line_blocks(line: DigestLine, changes: Changes, now: datetime) -> list[dict]:
     account = line.account
-    owner = mention(account.owner_user_id) if account.owner_user_id and USER_ID.fullmatch(account.owner_user_id) else "no owner"
+    has_owner = account.owner_user_id and USER_ID.fullmatch(account.owner_user_id)
+    owner = f"owner {mention(account.owner_user_id)}" if has_owner else "no owner"
     new = " · *new*" if account.id in changes.new_ids else ""
-    text = f"{account_title(account)} · owner {owner} · {red_for(account.red_since, now)}{new}\nNext step: {escape(line.advice.text)}"
+    text = f"{account_title(account)} · {owner} · {red_for(account.red_since, now)}{new}\nNext step: {escape(line.advice.text)}"
+
+    # A paused account waits for the CRM; a link would not help it.
+    if line.advice.action is Action.WAIT:
+        return [section(text)]
 
     send_link = _button("Send connect link", SEND_LINK_ACTION, line.account_id, style="primary")
     if line.advice.action is not Action.RESET:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot.advice import Advice, incognito_tip
+from bot.advice import REASON_LABELS, Advice, incognito_tip
 from bot.crm import CrmReason
-from storage.models import CONNECTED, METHOD_AGENCY, Account
+from storage.models import CONNECTED, METHOD_AGENCY, NEVER_CONNECTED, Account
 
 if TYPE_CHECKING:
     from bot.connections import AccountView, AgencyView, Link, Overview
@@ -23,19 +22,19 @@ def escape(text: str | None) -> str:
     return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-ZERO_WIDTH_SPACE = "\u200b"
-FORMATTING = re.compile(r"([*_~`])")
+# mrkdwn has no escape for its formatting characters, so names show look-alikes.
+NAME_LOOKALIKES = str.maketrans({"*": "\u2217", "_": "\uff3f", "~": "\u223c", "`": "\u02cb"})
 
 
 def escape_name(text: str | None) -> str:
-    """Escape a name for mrkdwn, and keep its *, _, ~ and ` from formatting the line.
+    """Escape a name for mrkdwn, and show its *, _, ~ and ` as look-alike characters.
 
-    mrkdwn has no escape for those characters, so a zero-width space goes after
-    each: the name still reads and copies the same, but no longer matches
-    Slack's bold, italic, strike or code patterns. Only names get this, never
-    ids or URLs, which users copy into commands and browsers.
+    Those characters would otherwise make a name bold, italic, struck or code,
+    and could unbalance the formatting around it. Lookups fold the look-alikes
+    back (`storage.queries.name_key`), so a name copied from a message still
+    matches. Only names get this, never ids or URLs.
     """
-    return FORMATTING.sub(r"\1" + ZERO_WIDTH_SPACE, escape(text))
+    return escape(text).translate(NAME_LOOKALIKES)
 
 
 def mention(user_id: str) -> str:
@@ -205,12 +204,19 @@ def agency_status(views: Sequence[AgencyView]) -> tuple[str, list]:
     lines = []
     for view in views:
         agency = view.agency
-        state = "Connected" if agency.status == CONNECTED else f"No Active CRM Connection ({escape(agency.reason or 'never connected')})"
-        lines.append(f"*{escape_name(agency.name)}* (`{escape(agency.company_id)}`): {state}\n"
-                     f"Accounts: {view.green} Connected, {view.red} red. Last sync: {when(agency.last_sync_at)}. "
-                     f"Token valid until {when(view.expires_at)}.")
-    if any(view.agency.status != CONNECTED for view in views):
-        lines.append("Next step: reconnect the agency with `/crm-connect agency`, or reset it with `/crm-reset agency`.")
+        counts = f"Accounts: {view.green} Connected, {view.red} red. Last sync: {when(agency.last_sync_at)}."
+        if agency.status == CONNECTED:
+            lines.append(f"*{escape_name(agency.name)}* (`{escape(agency.company_id)}`): Connected\n{counts} "
+                         f"Token valid until {when(view.expires_at)}.")
+            continue
+
+        reason = REASON_LABELS.get(agency.reason or NEVER_CONNECTED, agency.reason or NEVER_CONNECTED)
+        if view.expires_at is not None:
+            next_step = "Reset it with `/crm-reset agency`; when that fails, reconnect it with `/crm-connect agency`."
+        else:
+            next_step = "Reconnect it with `/crm-connect agency`: no stored token is left to reset."
+        lines.append(f"*{escape_name(agency.name)}* (`{escape(agency.company_id)}`): No Active CRM Connection "
+                     f"({escape(reason)})\n{counts}\nNext step: {next_step}")
     return f"{len(views)} agenc{'y' if len(views) == 1 else 'ies'}", [section("\n\n".join(lines))]
 
 

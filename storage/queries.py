@@ -13,13 +13,13 @@ from storage.db import utcnow
 from storage.models import CONNECTED, DISCONNECTED, Account, Agency, Connection, Event, OAuthState
 
 
-def name_key(name: str) -> str:
-    """Fold a name for case-insensitive lookup: casefold, drop zero-width spaces and collapse whitespace.
+# Slack messages show *, _, ~ and ` in names as these look-alikes (`bot.render.escape_name`).
+LOOKALIKE_ORIGINALS = str.maketrans({"\u2217": "*", "\uff3f": "_", "\u223c": "~", "\u02cb": "`"})
 
-    Slack messages put a zero-width space after formatting characters in names,
-    so a name copied from a message must still match.
-    """
-    return re.sub(r"\s+", " ", name.replace("\u200b", "")).strip().casefold()
+
+def name_key(name: str) -> str:
+    """Fold a name for case-insensitive lookup: undo look-alikes, casefold and collapse whitespace."""
+    return re.sub(r"\s+", " ", name.translate(LOOKALIKE_ORIGINALS)).strip().casefold()
 
 
 # Accounts

@@ -130,6 +130,15 @@ def test_render_needs_reconnect_has_reset():
     assert actions[0]["elements"][1]["value"] == "7"
 
 
+def test_render_paused_has_no_buttons():
+    line = make_line(7, reason="paused", action=Action.WAIT)
+    digest = Digest(local_date=date(2026, 3, 9), timezone="UTC", generated_at=NOW, total=10, lines=(line,))
+
+    blocks = render_digest(digest, no_changes())[0].blocks
+
+    assert [block for block in blocks if block["type"] == "actions" or "accessory" in block] == []
+
+
 def test_render_cleared_tokens_no_reset():
     line = make_line(7, reason=NEEDS_RECONNECT, action=Action.CONNECT)
     digest = Digest(local_date=date(2026, 3, 9), timezone="UTC", generated_at=NOW, total=10, lines=(line,))

@@ -40,7 +40,7 @@ def test_different_subaccount_connects_picked(bot):
     page = bot.http.get(bot.crm.authorize(link_from_dm(bot, AGENT), "location:loc-bolt"))
 
     assert page.status_code == 200
-    assert "You picked Bolt Plumbing (loc-bolt), not Acme Dental" in page.text
+    assert "The login picked Bolt Plumbing (loc-bolt), not Acme Dental" in page.text
     assert get_account(bot, target_id).status == "disconnected"
     with session_scope(bot.services.engine) as session:
         picked = queries.get_account_by_location_id(session=session, location_id="loc-bolt")
@@ -188,7 +188,7 @@ def test_company_token_for_subaccount_link(bot):
     page = bot.http.get(bot.crm.authorize(link_from_dm(bot, AGENT), "company:comp-agency-1"))
 
     assert page.status_code == 200
-    assert "You authorized the agency" in page.text
+    assert "The login authorized the agency" in page.text
     assert get_account(bot, account_id).status == "disconnected"
     with session_scope(bot.services.engine) as session:
         assert session.exec(select(Agency)).one().status == "connected"
@@ -264,3 +264,33 @@ def test_owner_gets_one_dm_per_connect(bot):
 
     bot.slack.wait_for(lambda sim: len(sim.dms_to(AGENT)) > before)
     assert len(bot.slack.dms_to(AGENT)) == before + 1
+
+
+def test_cancel_is_not_a_failed_attempt(bot):
+    from bot.accounts import history_of
+
+    account_id = add_account(bot, "Acme Dental", "loc-acme")
+    bot.command("/crm-connect", "Acme Dental direct")
+    bot.http.get(bot.crm.authorize(link_from_dm(bot, AGENT), "location:loc-acme", action="cancel"))
+
+    with session_scope(bot.services.engine) as session:
+        account = session.get(Account, account_id)
+        assert history_of(session, account).failed_attempts == 0
+        kinds = [event.kind for event in queries.list_events(session=session, account_id=account_id)]
+    assert "connect_cancelled" in kinds
+
+
+def test_requester_dm_names_recipient(bot):
+    from tests.conftest import OTHER_USER
+
+    bot.slack.add_user(OTHER_USER, "owner")
+    add_account(bot, "Acme Dental", "loc-acme")
+    bot.command("/crm-connect", f"Acme Dental direct <@{OTHER_USER}>")
+
+    bot.http.get(bot.crm.authorize(link_from_dm(bot, OTHER_USER), "location:loc-bolt"))
+
+    requester = bot.slack.wait_for(lambda sim: [dm for dm in sim.dms_to(AGENT) if "Result of the link" in dm["text"]])
+    assert requester[0]["text"].startswith(f"Result of the link you sent to <@{OTHER_USER}>:")
+    assert "The login picked Bolt Plumbing" in requester[0]["text"]
+    recipient = [dm for dm in bot.slack.dms_to(OTHER_USER) if "The login picked" in dm["text"]]
+    assert not recipient[0]["text"].startswith("Result of the link")

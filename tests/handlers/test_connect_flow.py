@@ -246,3 +246,16 @@ def test_dm_retried_after_rate_limit(bot):
 
     assert "by DM" in bot.last_reply_text(response_url, count=1)
     assert len(bot.slack.dms_to(AGENT)) == 1
+
+
+def test_undelivered_link_not_in_history(bot):
+    from storage import queries
+
+    bot.slack.fail_next("conversations.open", error="user_not_found")
+    _, response_url = bot.command("/crm-connect", "Acme Dental direct")
+    bot.last_reply_text(response_url, count=1)
+
+    with session_scope(bot.services.engine) as session:
+        account = session.exec(select(Account)).one()
+        kinds = [event.kind for event in queries.list_events(session=session, account_id=account.id)]
+    assert "link_sent" not in kinds

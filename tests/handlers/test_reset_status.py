@@ -198,6 +198,21 @@ def test_formatting_in_name_is_neutralised(bot):
     _, response_url = bot.command("/crm-status")
 
     text = bot.last_reply_text(response_url, count=1)
-    assert "*\u200bBold*\u200b _\u200bShop_\u200b" in text
-    _, copied_url = bot.command("/crm-status", "*\u200bBold*\u200b _\u200bShop_\u200b")
+    assert "*\u2217Bold\u2217 \uff3fShop\uff3f*" in text
+    _, copied_url = bot.command("/crm-status", "\u2217Bold\u2217 \uff3fShop\uff3f")
     assert "No Active CRM Connection" in bot.last_reply_text(copied_url, count=1)
+
+
+def test_status_red_agency_without_tokens(bot):
+    from storage import queries
+
+    with session_scope(bot.services.engine) as session:
+        agency = queries.get_or_create_agency(session=session, company_id="comp-agency-1", name="Bright Agency")
+        agency.reason = "needs_reconnect"
+
+    _, response_url = bot.command("/crm-status", "agency")
+
+    text = bot.last_reply_text(response_url, count=1)
+    assert "No Active CRM Connection (needs reconnect: the CRM rejected the tokens)" in text
+    assert "Next step: Reconnect it with `/crm-connect agency`" in text
+    assert "Token valid until" not in text
