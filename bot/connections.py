@@ -250,6 +250,19 @@ class ConnectionService:
             agencies = tuple(queries.list_agencies(session=session))
         return Overview(green=counts.get(CONNECTED, 0), red=red, agencies=agencies)
 
+    def reset_target(self, query: str) -> tuple[Account, bool]:
+        """Find the account to reset, and tell whether a reset can do anything for it.
+
+        A reset refreshes stored tokens, or mints through a connected agency. An
+        account with neither has nothing to reset and needs a link instead.
+        """
+        with session_scope(self.engine) as session:
+            account = self.find_account(session, query)
+            if queries.get_connection_for_account(session=session, account_id=account.id) is not None:
+                return account, True
+            agency = queries.get_agency(session=session, agency_id=account.agency_id) if account.agency_id else None
+            return account, agency is not None and agency.status == CONNECTED
+
     def agency_views(self) -> tuple[AgencyView, ...]:
         with session_scope(self.engine) as session:
             counts = queries.count_accounts_by_agency(session=session)

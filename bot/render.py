@@ -266,6 +266,11 @@ def reset_confirm(account: Account) -> tuple[str, list]:
     return text, blocks
 
 
+def nothing_to_reset(account: Account) -> str:
+    return (f"{account_title(account)} has no stored tokens and no connected agency, so a reset has nothing to refresh. "
+            f"Send a link with `/crm-connect {escape(account.location_id or account.name)}`.")
+
+
 def reset_refreshed(account: Account, *, through_agency: bool = False) -> str:
     how = "minted a new token through the agency" if through_agency else "refreshed the tokens"
     return f"Reset done: the bot {how}. {account_title(account)} is Connected."

@@ -12,7 +12,6 @@ from bot.errors import InputError
 from bot.services import Services
 from handlers.common import foreign_team_text, run_after_ack, to_caller
 from handlers.digest import show_red_list
-from storage.db import session_scope
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +85,9 @@ def register(app: App, services: Services) -> None:
         ack(WORKING)
 
         def confirm():
-            with session_scope(services.engine) as session:
-                account = connections.find_account(session, query)
+            account, resettable = connections.reset_target(query)
+            if not resettable:
+                return render.nothing_to_reset(account)
             return render.reset_confirm(account)
 
         run_after_ack(respond, confirm)

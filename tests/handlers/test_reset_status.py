@@ -216,3 +216,15 @@ def test_status_red_agency_without_tokens(bot):
     assert "No Active CRM Connection (needs reconnect: the CRM rejected the tokens)" in text
     assert "Next step: Reconnect it with `/crm-connect agency`" in text
     assert "Token valid until" not in text
+
+
+def test_reset_without_tokens_sends_to_connect(bot):
+    bot.command("/crm-connect", "Outside Gym direct")
+    link_from_dm(bot, AGENT)
+
+    _, response_url = bot.command("/crm-reset", "Outside Gym")
+
+    post = bot.replies(response_url, 1)[-1]
+    assert "has no stored tokens and no connected agency" in post["text"]
+    assert "`/crm-connect Outside Gym`" in post["text"]
+    assert not post.get("blocks")
