@@ -1,8 +1,8 @@
 """Block Kit to HTML, for the sandbox's Slack console.
 
 Every string from a message is HTML-escaped first. Only then are three mrkdwn forms
-turned into markup: *bold*, `code` and <@U…> mentions. So message text can never
-inject HTML, whatever the bot or the CRM put into it.
+turned into markup: *bold*, `code` and <@U…> mentions, and the text inside `code` is
+left as it is. So message text can never inject HTML, whatever the bot or the CRM put into it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ _SLACK_ENTITIES = (("&amp;lt;", "&lt;"), ("&amp;gt;", "&gt;"), ("&amp;amp;", "&a
 _MENTION = re.compile(r"&lt;@([UW][A-Z0-9]+)&gt;")
 _BOLD = re.compile(r"\*([^*\n]+)\*")
 _CODE = re.compile(r"`([^`\n]+)`")
+_PLACEHOLDER = re.compile(r"\0(\d+)\0")
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,30 @@ class ButtonTarget:
 
 
 def mrkdwn_to_html(text: str, user_name: Callable[[str], str]) -> str:
-    """Render mrkdwn as HTML: escape everything, then format bold, code and mentions."""
-    safe = escape(text or "", quote=True)
+    """Render mrkdwn as HTML: escape everything, then format code, bold and mentions.
+
+    Like Slack, the text of a `code` span is shown as it is: no bold and no mentions inside it.
+    """
+    safe = escape((text or "").replace("\0", ""), quote=True)
+    # Code spans are set aside behind NUL-delimited placeholders while the rest is formatted.
+    spans: list[str] = []
+
+    def set_aside(match: re.Match) -> str:
+        spans.append(_unescape_slack(match.group(1)))
+        return f"\0{len(spans) - 1}\0"
+
+    safe = _CODE.sub(set_aside, safe)
     safe = _MENTION.sub(lambda match: f'<span class="mention">@{escape(user_name(match.group(1)))}</span>', safe)
+    safe = _unescape_slack(safe)
+    safe = _BOLD.sub(r"<strong>\1</strong>", safe)
+    safe = _PLACEHOLDER.sub(lambda match: f"<code>{spans[int(match.group(1))]}</code>", safe)
+    return safe.replace("\n", "<br>")
+
+
+def _unescape_slack(safe: str) -> str:
     for doubled, single in _SLACK_ENTITIES:
         safe = safe.replace(doubled, single)
-    safe = _CODE.sub(r"<code>\1</code>", safe)
-    safe = _BOLD.sub(r"<strong>\1</strong>", safe)
-    return safe.replace("\n", "<br>")
+    return safe
 
 
 def text_object_to_html(text: dict | None, user_name: Callable[[str], str]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from bot.simulators.slack import SlackSimulator, dm_channel_id, make_app_home_opened, make_block_action, make_command, sign_request
+from bot.simulators.slack import SlackSimulator, SlackUser, dm_channel_id, make_app_home_opened, make_block_action, make_command, sign_request
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ COMMANDS = ("/crm-connect", "/crm-status", "/crm-reset")
 QUIET_SECONDS = 1.0
 SETTLE_TIMEOUT_SECONDS = 10.0
 WORKING_ACK = "Working on it…"
+# "@dana" as typed: an @ at the start of a word, then a Slack handle's characters, not ending in a dot or hyphen.
+TYPED_MENTION = re.compile(r"(?<![\w<|@])@([\w.-]*\w)")
 
 
 @dataclass
@@ -74,7 +77,7 @@ class SlackConsole:
             raise ValueError(f"Unknown command {command!r}; use one of {', '.join(COMMANDS)}")
         before = self._activity()
         response_url = self.slack.new_response_url()
-        form = make_command(command, text, user_id=user_id, user_name=self._slack_name(user_id), team_id=self.slack.team_id,
+        form = make_command(command, self.escape_mentions(text), user_id=user_id, user_name=self._slack_name(user_id), team_id=self.slack.team_id,
                             channel_id=dm_channel_id(user_id), response_url=response_url)
         response = self._post_form(form)
 
@@ -84,6 +87,18 @@ class SlackConsole:
         if entry.ack is None or entry.ack.get("text") == WORKING_ACK:
             self._settle(before)
         return entry
+
+    def escape_mentions(self, text: str) -> str:
+        """Turn each `@name` of a workspace user into `<@ID|name>`, as Slack's client does for a user picked from its list.
+
+        A name matches a user's handle or the first word of their full name, in any case.
+        Other `@words` stay as typed, as they would in Slack when no user is picked from the list.
+        """
+        def replace(match: re.Match) -> str:
+            user = self._user_named(match.group(1))
+            return f"<@{user.id}|{user.name}>" if user else match.group(0)
+
+        return TYPED_MENTION.sub(replace, text)
 
     def click(self, user_id: str, *, source: str, action_id: str, value: str, block_id: str) -> None:
         """Post a signed button click from a reply, a message or the Home tab, and wait for the bot's reply.
@@ -172,6 +187,16 @@ class SlackConsole:
                 else:
                     messages.append(post)
         return messages
+
+    def _user_named(self, name: str) -> SlackUser | None:
+        key = name.casefold()
+        for user_id, user in self.slack.users.items():
+            if user_id == self.slack.bot_user_id:
+                continue
+            first_name = user.real_name.split(" ", 1)[0]
+            if key in (user.name.casefold(), first_name.casefold()):
+                return user
+        return None
 
     def _slack_name(self, user_id: str) -> str:
         user = self.slack.users.get(user_id)

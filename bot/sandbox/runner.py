@@ -3,6 +3,8 @@
 State lives in one directory (default .sandbox): the SQLite database, the
 encryption key (made once, mode 0600) and the simulated CRM's accounts and tokens,
 saved when the sandbox stops so that the bot's stored tokens still work next time.
+The simulated CRM listens on the sandbox's port + 1 when that port is free, so links
+the bot sent before a restart still reach it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from bot.errors import ConfigError
 from bot.sandbox import scenario
 from bot.sandbox.console import SlackConsole
 from bot.sandbox.web import PREFIX, create_console_app
+from bot.scheduler import start_embedded
 from bot.services import Services, build_services
 from bot.settings import Settings
 from bot.simulators.crm import CrmSimulator
@@ -38,6 +41,7 @@ DATABASE_FILE = "crm-bot.db"
 KEY_FILE = "encryption.key"
 CRM_STATE_FILE = "crm-state.json"
 TEAM_ID = "T0SANDBOX"
+CRM_CLIENT_ID = "sandbox-app-4f2a-9c1d"
 
 
 def ensure_key(directory: Path) -> str:
@@ -73,15 +77,22 @@ def post_digest_now(services: Services) -> str:
 class Sandbox:
     """The whole bot on 127.0.0.1 with simulated Slack and CRM. Use start() and stop(), or `with`."""
 
-    def __init__(self, directory: str | os.PathLike = ".sandbox", *, host: str = "127.0.0.1", port: int = 3000) -> None:
+    def __init__(self, directory: str | os.PathLike = ".sandbox", *, host: str = "127.0.0.1", port: int = 3000,
+                 scheduler: bool = False) -> None:
+        """`scheduler` runs the periodic jobs as `crm-bot serve` does with SCHEDULER=embedded.
+
+        It is off by default so that tests see no job run at a time of their choosing.
+        """
         self.directory = Path(directory)
         self.host = host
         self.port = port
-        self.crm = CrmSimulator(client_id="sandbox-app-4f2a-9c1d", client_secret=secrets.token_urlsafe(24))
+        self.run_scheduler = scheduler
+        self.crm = CrmSimulator(client_id=CRM_CLIENT_ID, client_secret=secrets.token_urlsafe(24))
         self.slack = SlackSimulator(bot_token=f"xoxb-sandbox-{secrets.token_hex(8)}", team_id=TEAM_ID)
         self.signing_secret = secrets.token_hex(16)
         self.services: Services | None = None
         self.console: SlackConsole | None = None
+        self.scheduler: BackgroundScheduler | None = None
         self._server = None
         self._thread: threading.Thread | None = None
 
@@ -107,8 +118,7 @@ class Sandbox:
         key = ensure_key(self.directory)
 
         # Simulators
-        self._load_crm()
-        self.crm.start()
+        self._start_crm()
         scenario.seed_slack(self.slack)
         self.slack.start()
         settings = self._settings(key)
@@ -130,9 +140,16 @@ class Sandbox:
         self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox-web", daemon=True)
         self._thread.start()
         logger.info("Sandbox serving on %s", self.url)
+
+        if self.run_scheduler:
+            self.scheduler = start_embedded(self.services)
         return self
 
     def stop(self) -> None:
+        if self.scheduler is not None:
+            # Waits for a running job, so that it does not call a simulator or the database that is closing.
+            self.scheduler.shutdown(wait=True)
+            self.scheduler = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -167,11 +184,26 @@ class Sandbox:
             crm_webhook_public_key=self.crm.webhook_public_key_pem,
             token_encryption_key=key,
             digest_channels=(scenario.DIGEST_CHANNEL,),
-            scheduler="off",
+            scheduler="embedded" if self.run_scheduler else "off",
         )
 
     def _public_host(self) -> str:
         return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    def _start_crm(self) -> None:
+        """Load and start the simulated CRM on the sandbox's port + 1, or on any free port when that one is taken."""
+        ports = [self.port + 1] if 0 < self.port < 65535 else []
+        for port in [*ports, 0]:
+            self.crm = CrmSimulator(client_id=CRM_CLIENT_ID, client_secret=self.crm.client_secret, port=port)
+            self._load_crm()
+            try:
+                self.crm.start()
+                return
+            except OSError as error:
+                if port == 0:
+                    raise
+                logger.warning("The simulated CRM cannot listen on port %d (%s), so it takes a free port; "
+                               "links sent before this start do not reach it", port, error.strerror)
 
     def _load_crm(self) -> None:
         path = self.directory / CRM_STATE_FILE
@@ -203,15 +235,16 @@ class _Dispatcher:
         return self.app(environ, start_response)
 
 
-def run_sandbox(directory: str, *, host: str, port: int) -> None:
-    """Run the sandbox until Ctrl-C or SIGTERM."""
+def run_sandbox(directory: str, *, host: str, port: int, scheduler: bool = True) -> None:
+    """Run the sandbox, with the periodic jobs unless `scheduler` is False, until Ctrl-C or SIGTERM."""
     # One access-log line per page and Slack request would bury the bot's own log.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     try:
-        sandbox = Sandbox(directory, host=host, port=port).start()
+        sandbox = Sandbox(directory, host=host, port=port, scheduler=scheduler).start()
     except OSError as error:
         raise ConfigError(f"The sandbox cannot listen on {host}:{port} ({error.strerror}). "
-                          f"Stop what uses the port, or pass another one, for example --port 3001.") from error
+                          f"Stop what uses the port, or pass another one, for example --port {port + 2} "
+                          f"(the simulated CRM takes the port after the sandbox's).") from error
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
 

@@ -107,9 +107,11 @@ def create_console_app(console: SlackConsole, crm: CrmSimulator) -> Flask:
 
     @web.get("/crm")
     def crm_panel():
+        # The panel keeps the console's selected user, so that the link back opens the same user.
+        user_id = _user(console, request.args.get("user"))
         flash = request.args.get("flash", "")
-        body = render_panel(crm, action_url=f"{PREFIX}/crm")
-        return _layout("Simulated CRM", _header(console, None), f"<main class=\"single\"><section class=\"card\">{body}</section></main>", flash)
+        body = render_panel(crm, action_url=f"{PREFIX}/crm?{urlencode({'user': user_id})}")
+        return _layout("Simulated CRM", _header(console, user_id), f"<main class=\"single\"><section class=\"card\">{body}</section></main>", flash)
 
     @web.post("/crm")
     def crm_action():
@@ -118,7 +120,8 @@ def create_console_app(console: SlackConsole, crm: CrmSimulator) -> Flask:
                                  webhook_url=f"{console.bot_url}/webhooks/crm")
         except ValueError as error:
             flash = str(error)
-        return redirect(f"{PREFIX}/crm?{urlencode({'flash': flash})}", code=303)
+        user_id = _user(console, request.args.get("user"))
+        return redirect(f"{PREFIX}/crm?{urlencode({'user': user_id, 'flash': flash})}", code=303)
 
     return web
 
@@ -148,10 +151,11 @@ def _header(console: SlackConsole, user_id: str | None) -> str:
     users = [user for user_id_, user in console.slack.users.items() if user_id_ != console.slack.bot_user_id]
     options = "".join(f'<option value="{escape(user.id)}"{" selected" if user.id == user_id else ""}>{escape(user.real_name)}</option>'
                       for user in users)
+    query = urlencode({"user": user_id or ""})
     return ('<header><h1>CRM Connect sandbox</h1>'
             f'<form method="get" action="{PREFIX}/"><label>Slack user <select name="user" id="user">{options}</select></label> '
             '<button class="button" type="submit">Switch</button></form>'
-            f'<a href="{PREFIX}/?user={escape(user_id or "")}">Slack console</a><a href="{PREFIX}/crm">CRM control panel</a></header>')
+            f'<a href="{PREFIX}/?{escape(query)}">Slack console</a><a href="{PREFIX}/crm?{escape(query)}">CRM control panel</a></header>')
 
 
 def _page(console: SlackConsole, user_id: str, panel: str, flash: str) -> str:

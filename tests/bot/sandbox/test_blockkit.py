@@ -64,3 +64,15 @@ def test_value_button_posts_click():
     assert '<input type="hidden" name="action_id" value="home_reset">' in html
     assert '<input type="hidden" name="value" value="7&quot;&gt;&lt;script&gt;">' in html
     assert 'data-confirm="Sure?\nReally"' in html
+
+
+def test_code_span_literal():
+    html = mrkdwn_to_html("*Run* `/crm-reset *acme* <@U0DANA> &lt;x&gt; <b>` now", name_of)
+
+    assert html == "<strong>Run</strong> <code>/crm-reset *acme* &lt;@U0DANA&gt; &lt;x&gt; &lt;b&gt;</code> now"
+
+
+def test_bold_around_code():
+    html = mrkdwn_to_html("*use `a*b` here*", name_of)
+
+    assert html == "<strong>use <code>a*b</code> here</strong>"

@@ -4,6 +4,7 @@ forms, the CRM control panel and the simulated CRM's chooselocation page."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import time
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -13,6 +14,7 @@ import pytest
 
 from bot.sandbox import scenario
 from bot.sandbox.runner import KEY_FILE, Sandbox
+from bot.scheduler import DIGEST_JOB_ID, REFRESH_JOB_ID
 from storage import queries
 from storage.db import session_scope
 from storage.models import CONNECTED
@@ -241,3 +243,70 @@ def test_busy_port_reported(sandbox, tmp_path):
 
     with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
         run_sandbox(str(tmp_path / "other"), host="127.0.0.1", port=port)
+
+
+def test_typed_mention_becomes_user(sandbox, console):
+    reply = console.command("/crm-connect Tidal Marina @Dana")
+
+    assert f"Sent a Direct Connection link for *Tidal Marina* (loc-tidal-marina) to <@{scenario.OWNER}> by DM" in reply
+    assert console.state(scenario.OWNER)["dms"]
+
+
+def test_unknown_mention_kept(sandbox, console):
+    reply = console.command("/crm-connect Tidal Marina @nobody")
+
+    assert "“@nobody” is not a Slack user" in reply
+
+
+def test_panel_keeps_user(sandbox, console):
+    page = console.http.get("/sandbox/crm", params={"user": scenario.OWNER}).text
+    flash = console.http.post(f"/sandbox/crm?user={scenario.OWNER}", data={"action": "pause", "target": "loc-acme-dental"})
+
+    assert f'href="/sandbox/?user={scenario.OWNER}"' in page
+    assert f'href="/sandbox/?user={scenario.OWNER}"' in flash.text
+    assert "Pause: done for Acme Dental" in flash.text
+
+
+def test_scheduler_registers_jobs(tmp_path):
+    with Sandbox(tmp_path / "sandbox", port=0, scheduler=True) as running:
+        scheduler = running.scheduler
+        jobs = {job.id for job in scheduler.get_jobs()}
+    assert {REFRESH_JOB_ID, DIGEST_JOB_ID} <= jobs
+    assert not scheduler.running
+
+
+def test_scheduler_off_by_default(sandbox):
+    assert sandbox.scheduler is None
+
+
+def free_port_pair() -> int:
+    """Return a port that is free, with the next one free too."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return port
+    raise AssertionError("No two free ports in a row")
+
+
+def test_crm_port_follows_sandbox(tmp_path):
+    port = free_port_pair()
+    with Sandbox(tmp_path / "sandbox", port=port) as first:
+        assert first.crm.url == f"http://127.0.0.1:{port + 1}"
+    with Sandbox(tmp_path / "sandbox", port=port) as again:
+        assert again.crm.url == f"http://127.0.0.1:{port + 1}"
+
+
+def test_crm_port_taken_falls_back(tmp_path):
+    port = free_port_pair()
+    with socket.create_server(("127.0.0.1", port + 1)), Sandbox(tmp_path / "sandbox", port=port) as running:
+        console = Console(running)
+        status = console.command("/crm-status Tidal Marina")
+        console.http.close()
+        assert running.crm.url != f"http://127.0.0.1:{port + 1}"
+    assert "Tidal Marina" in status
