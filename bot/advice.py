@@ -93,10 +93,16 @@ def advise(account: Account, history: History, *, app_url: str) -> Advice:
             f"Or send a Direct Connection link with `/crm-connect {ref} direct`.{tip}",
             Action.CONNECT_DIRECT,
         )
+    if reason == PAUSED and not history.has_tokens:
+        return Advice(
+            f"The CRM reports this sub-account as paused (Location is not active), and it was never connected. "
+            f"Reactivate it in the CRM, then connect it with `/crm-connect {ref}`.",
+            Action.WAIT,
+        )
     if reason == PAUSED:
         return Advice(
             "The CRM reports this sub-account as paused (Location is not active). Reactivate it in the CRM; "
-            "the bot keeps the tokens and retries.",
+            "the bot keeps the tokens and retries with backoff, or `/crm-reset` retries at once.",
             Action.WAIT,
         )
     if reason == NEEDS_RECONNECT and not history.has_tokens:

@@ -89,6 +89,14 @@ def test_failing_tokens_reset():
     assert advice.text.startswith("Reset the connection with `/crm-reset loc-acme`.")
 
 
+def test_paused_never_connected_waits_then_connects():
+    advice = advise(make_account(reason="paused"), History(has_tokens=False), app_url=APP_URL)
+
+    assert advice.action is Action.WAIT
+    assert "it was never connected" in advice.text
+    assert advice.text.endswith("then connect it with `/crm-connect loc-acme`.")
+
+
 def test_cleared_tokens_connect_again():
     advice = advise(make_account(reason="needs_reconnect"), History(has_tokens=False), app_url=APP_URL)
 
@@ -176,6 +184,7 @@ README_ROW_CASES = [
     (make_account(reason="needs_reconnect"), History(failed_attempts=3)),
     (make_account(reason="not_owned"), History()),
     (make_account(reason="not_installed"), History()),
+    (make_account(reason="paused"), History(has_tokens=False)),
     (make_account(reason="paused"), History()),
     (make_account(reason="needs_reconnect"), History(has_tokens=False)),
     (make_account(reason="needs_reconnect"), History()),
