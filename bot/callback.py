@@ -266,6 +266,6 @@ class CallbackHandler:
         text = render.callback_dm(page.title, page.message, page.next_step)
         self.service.slack.send_dm(state.recipient_user_id, text=text)
         if state.requester_user_id != state.recipient_user_id:
-            # The requester did not open the link, so the DM says whose result it is.
+            # The requester did not open the link, so the DM names whose result it is.
             intro = f"Result of the link you sent to {render.mention(state.recipient_user_id)}:\n"
             self.service.slack.send_dm(state.requester_user_id, text=intro + text)

@@ -1,6 +1,6 @@
 """Encryption of tokens at rest with Fernet.
 
-TOKEN_ENCRYPTION_KEY holds one key or several, newest first. New values are
+TOKEN_ENCRYPTION_KEY contains one key or several, newest first. New values are
 encrypted with the newest key and every listed key can decrypt, so a key is
 rotated by putting the new one in front and re-encrypting with `rotate`.
 """

@@ -116,7 +116,7 @@ def render_digest(digest: Digest, changes: Changes, *, when_empty: str = "post",
     """Render the digest as Slack messages: the first goes to the channel, the rest into its thread.
 
     Return no message when no account is red and `when_empty` is "skip". With
-    `threaded` false the summary says that the list follows instead.
+    `threaded` false the summary states that the list follows instead.
     """
     if not digest.lines:
         return [] if when_empty == "skip" else [_all_clear(digest, changes)]
@@ -286,7 +286,7 @@ def _line_blocks(line: DigestLine, changes: Changes, now: datetime) -> list[dict
         block["accessory"] = send_link
         return [block]
 
-    # The account still holds tokens, so a reset (admins only) may recover it without a link.
+    # The account still has stored tokens, so a reset (admins only) may recover it without a link.
     reset = _button("Reset", RESET_ACTION, line.account_id)
     return [section(text), {"type": "actions", "block_id": f"digest_account_{line.account_id}", "elements": [send_link, reset]}]
 

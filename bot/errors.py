@@ -4,7 +4,7 @@
     ├── ConfigError          a setting is missing or malformed; start-up stops
     ├── InputError           a user's command text cannot be used; shown to them
     ├── StateError           an OAuth state is missing, forged, expired or reused
-    └── CrmError             the CRM answered with an error or did not answer
+    └── CrmError             the CRM returned an error or did not respond
         └── CrmTransientError    a timeout, 5xx or 429 that outlasted the retries
 
 A CrmError carries the HTTP status, the CRM's own message and a classified

@@ -1,7 +1,7 @@
 """Typed settings, read once from the environment.
 
 Nothing else in the bot reads `os.environ`. Each command of the CLI builds one
-`Settings` and asks it for what that command needs, so that a missing value
+`Settings` and checks the values that command needs, so that a missing value
 stops start-up with a message that names the variable and an example.
 """
 
@@ -77,7 +77,7 @@ class Settings:
                 raise ConfigError(f"{name} is required. Set it, for example {name}={_EXAMPLES[name]}")
 
     def require_for_serve(self) -> None:
-        """Raise ConfigError unless the web process can verify and answer Slack requests.
+        """Raise ConfigError unless the web process can verify and respond to Slack requests.
 
         The CRM credentials are checked when a link is made, so that an operator
         can start the process and check /healthz before the app is registered.

@@ -236,12 +236,12 @@ class TokenStore:
     def _write_grant(self, connection: Connection, grant: TokenGrant, *, keep_refresh_token: bool = False) -> None:
         connection.access_token_encrypted = self.cipher.encrypt(grant.access_token)
         # A minted location token may come without a refresh token, and then the
-        # connection keeps none. A refresh answer should carry the rotated one;
+        # connection keeps none. A refresh response should carry the rotated one;
         # when it does not, the old one is kept, because it may still be valid.
         if grant.refresh_token:
             connection.refresh_token_encrypted = self.cipher.encrypt(grant.refresh_token)
         elif keep_refresh_token and connection.refresh_token_encrypted:
-            logger.warning("The refresh answer for connection %s carried no refresh token; keeping the old one", connection.id)
+            logger.warning("The refresh response for connection %s carried no refresh token; keeping the old one", connection.id)
         else:
             connection.refresh_token_encrypted = None
         connection.expires_at = grant.expires_at

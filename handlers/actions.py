@@ -8,16 +8,9 @@ from slack_bolt import App
 
 from bot import render
 from bot.services import Services
-from handlers.common import foreign_team_text, run_after_ack, to_caller
+from handlers.common import foreign_team_text, run_after_ack, to_account_id, to_caller
 
 logger = logging.getLogger(__name__)
-
-
-def to_account_id(body: dict) -> int | None:
-    try:
-        return int(body["actions"][0]["value"])
-    except (KeyError, IndexError, TypeError, ValueError):
-        return None
 
 
 def register(app: App, services: Services) -> None:

@@ -58,3 +58,23 @@ def run_after_ack(respond, work: Callable[[], str | tuple[str, list]], *, replac
         respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=replace_original)
     else:
         respond(text=result, response_type="ephemeral", replace_original=replace_original)
+
+
+def to_account_id(body: dict) -> int | None:
+    """Return the account id that a button carries in its value, or None."""
+    try:
+        return int(body["actions"][0]["value"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def account_button(body: dict, context, reply, *, no_account_text: str) -> tuple[Caller, int] | None:
+    """Return the clicker and the button's account id, or reply why the click cannot be used and return None."""
+    if refusal := foreign_team_text(body, context):
+        reply(text=refusal)
+        return None
+    account_id = to_account_id(body)
+    if account_id is None:
+        reply(text=no_account_text)
+        return None
+    return to_caller(body), account_id

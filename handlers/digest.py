@@ -9,8 +9,7 @@ from slack_bolt import App
 from bot.digest import RESET_ACTION, SEND_LINK_ACTION
 from bot.digest_service import DigestService
 from bot.services import Services
-from handlers.actions import to_account_id
-from handlers.common import FAILURE_TEXT, foreign_team_text, run_after_ack, to_caller
+from handlers.common import FAILURE_TEXT, account_button, run_after_ack
 
 logger = logging.getLogger(__name__)
 
@@ -34,26 +33,25 @@ def register(app: App, services: Services) -> None:
 
     # Both buttons sit on a channel message, so every reply is ephemeral and leaves the digest in place.
 
+    def ephemeral(respond):
+        return lambda *, text: respond(text=text, response_type="ephemeral", replace_original=False)
+
     @app.action(SEND_LINK_ACTION)
     def send_link(ack, body, respond, context):
         ack()
-        if refusal := foreign_team_text(body, context):
-            return respond(text=refusal, response_type="ephemeral", replace_original=False)
-        account_id = to_account_id(body)
-        if account_id is None:
-            return respond(text=NO_ACCOUNT, response_type="ephemeral", replace_original=False)
+        clicked = account_button(body, context, ephemeral(respond), no_account_text=NO_ACCOUNT)
+        if clicked is None:
+            return
+        caller, account_id = clicked
 
-        caller = to_caller(body)
         run_after_ack(respond, lambda: digest.send_link(caller=caller, account_id=account_id))
 
     @app.action(RESET_ACTION)
     def reset(ack, body, respond, context):
         ack()
-        if refusal := foreign_team_text(body, context):
-            return respond(text=refusal, response_type="ephemeral", replace_original=False)
-        account_id = to_account_id(body)
-        if account_id is None:
-            return respond(text=NO_ACCOUNT, response_type="ephemeral", replace_original=False)
+        clicked = account_button(body, context, ephemeral(respond), no_account_text=NO_ACCOUNT)
+        if clicked is None:
+            return
+        caller, account_id = clicked
 
-        caller = to_caller(body)
         run_after_ack(respond, lambda: digest.reset_prompt(caller=caller, account_id=account_id))

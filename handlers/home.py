@@ -9,10 +9,11 @@ from slack_bolt import App
 
 from bot.home import ACTION_CONNECT, ACTION_PAGE, ACTION_RESET, HomeService
 from bot.services import Services
-from handlers.actions import to_account_id
-from handlers.common import foreign_team_text, run_after_ack, to_caller
+from handlers.common import account_button, foreign_team_text, run_after_ack, to_caller
 
 logger = logging.getLogger(__name__)
+
+NO_ACCOUNT = "That button carries no account. Open the Home tab again."
 
 
 def to_page(body: dict) -> int:
@@ -48,12 +49,10 @@ def register(app: App, services: Services) -> None:
     @app.action(ACTION_CONNECT)
     def home_connect(ack, body, context):
         ack()
-        caller = to_caller(body)
-        if refusal := foreign_team_text(body, context):
-            return dm_to(caller.user_id)(text=refusal)
-        account_id = to_account_id(body)
-        if account_id is None:
-            return dm_to(caller.user_id)(text="That button carries no account. Open the Home tab again.")
+        clicked = account_button(body, context, dm_to(to_caller(body).user_id), no_account_text=NO_ACCOUNT)
+        if clicked is None:
+            return
+        caller, account_id = clicked
 
         run_after_ack(dm_to(caller.user_id), lambda: home.connect(caller, account_id))
         home.publish(caller.user_id)
@@ -61,12 +60,10 @@ def register(app: App, services: Services) -> None:
     @app.action(ACTION_RESET)
     def home_reset(ack, body, context):
         ack()
-        caller = to_caller(body)
-        if refusal := foreign_team_text(body, context):
-            return dm_to(caller.user_id)(text=refusal)
-        account_id = to_account_id(body)
-        if account_id is None:
-            return dm_to(caller.user_id)(text="That button carries no account. Open the Home tab again.")
+        clicked = account_button(body, context, dm_to(to_caller(body).user_id), no_account_text=NO_ACCOUNT)
+        if clicked is None:
+            return
+        caller, account_id = clicked
 
         # HomeService.reset checks ADMIN_USER_IDS again: the view may be older than the setting.
         run_after_ack(dm_to(caller.user_id), lambda: home.reset(caller, account_id))

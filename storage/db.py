@@ -83,7 +83,7 @@ def write_lock_scope(engine: Engine) -> Iterator[Session]:
 
 
 def check_database(engine: Engine) -> bool:
-    """Tell whether the database answers a trivial query."""
+    """Tell whether the database responds to a trivial query."""
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))

@@ -9,7 +9,7 @@ from sqlmodel import Field, SQLModel
 
 from storage.db import utcnow
 
-# What a failing connection retries.
+# Operations that a failing connection retries.
 OPERATION_REFRESH = "refresh"
 OPERATION_CHECK = "check"
 
@@ -19,10 +19,10 @@ DELIVERY_DONE = "done"
 
 
 class ConnectionFailure(SQLModel, table=True):
-    """A connection whose refresh or health check keeps failing without a final answer.
+    """A connection whose refresh or health check keeps failing without a final response.
 
     One row per connection, deleted when the connection recovers or when a
-    final answer (such as invalid_grant) turns its account red for good.
+    final response (such as invalid_grant) turns its account red for good.
     `first_failed_at` starts the failure window, and the refresh job retries
     the connection at `next_attempt_at`.
     """

@@ -23,7 +23,7 @@ NOT_INSTALLED = "not_installed"
 PAUSED = "paused"
 REASONS = (NEVER_CONNECTED, NEEDS_RECONNECT, NOT_OWNED, NOT_INSTALLED, PAUSED)
 
-# How a connection was made.
+# Methods by which a connection was made.
 METHOD_AGENCY = "agency"
 METHOD_DIRECT = "direct"
 

@@ -118,7 +118,7 @@ class Bot:
         return self.http.post(f"{self.url}/slack/events", content=body, headers=headers)
 
     def command(self, command: str, text: str = "", *, user_id: str = AGENT, team_id: str = TEAM_ID) -> tuple[httpx.Response, str]:
-        """Send a signed slash command; return the HTTP answer and the command's response_url."""
+        """Send a signed slash command; return the HTTP response and the command's response_url."""
         response_url = self.slack.new_response_url()
         form = make_command(command, text, user_id=user_id, team_id=team_id, response_url=response_url)
         return self.post_signed(form), response_url

@@ -74,7 +74,7 @@ class CrmClient:
 
     Every call sends the `Version` header and a timeout. A timeout, a
     connection error, a 5xx or a 429 is retried with backoff (honouring
-    `Retry-After`) up to `retry.attempts` times; after that, or for any other
+    `Retry-After`) up to `retry.attempts` times. After that, or for any other
     error response, the call raises CrmError with a classified reason.
 
     Calls with an agency token count against the company's rate limit, and
@@ -208,7 +208,7 @@ class CrmClient:
                 raise failure
             logger.warning("CRM %s %s failed (%s); retrying in %.1f s", method, path, failure.crm_message, delay)
             if failure.status == 429 and rate_key is not None:
-                # The pause holds every thread's requests for this company or location, not only this retry.
+                # The pause delays every thread's requests for this company or location, not only this retry.
                 self.rate_limiter.pause(rate_key, delay)
             else:
                 self._sleep(delay)

@@ -1,4 +1,4 @@
-"""Classification of the CRM's error answers into reasons that callers act on."""
+"""Classification of the CRM's error responses into reasons that callers act on."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ class CrmReason(enum.StrEnum):
 
 
 class CrmError(BotError):
-    """The CRM answered with an error, or did not answer.
+    """The CRM returned an error, or did not respond.
 
-    `status` is the HTTP status (None when no answer came), `crm_message` the
+    `status` is the HTTP status (None when no response came), `crm_message` the
     CRM's own message, and `reason` the classified CrmReason.
     """
 
@@ -75,7 +75,7 @@ def message_of(body: object) -> str:
 
 
 def classify(status: int, body: object) -> CrmReason:
-    """Classify an error answer by its status and body."""
+    """Classify an error response by its status and body."""
     if status == 429 or status >= 500:
         return CrmReason.TRANSIENT
 

@@ -1,7 +1,7 @@
 """Take the README's screenshots of the sandbox: `python -m bot.sandbox.screenshots [folder]`.
 
 Starts a fresh sandbox in a temporary folder, connects the agency, lets the sync
-run, asks for a Direct Connection for a stubborn account, posts the digest and
+run, requests a Direct Connection for a stubborn account, posts the digest and
 opens the App Home, then saves console.png, app-home.png and digest.png
 (default folder: docs/screenshots). Needs Debian's chromium and chromium-driver.
 """

@@ -515,7 +515,7 @@ class CrmSimulator(ServedSimulator):
     ) -> tuple[int, Any]:
         """POST a webhook to ``url`` as the platform does, signed with ``scheme`` (None sends it unsigned).
 
-        Returns the HTTP status and the decoded JSON answer (the raw text when it is not JSON).
+        Returns the HTTP status and the decoded JSON response (the raw text when it is not JSON).
         """
         body = json.dumps(payload).encode()
         request_headers = {"Content-Type": "application/json"}

@@ -2,7 +2,7 @@
 
 Usage: python -m tests.bot.refresh_worker DATABASE_URL CRM_URL CLIENT_ID CLIENT_SECRET CONNECTION_ID START_AT
 The encryption key comes from TOKEN_ENCRYPTION_KEY. The process waits until
-the epoch time START_AT, so that every worker asks for the row lock at once,
+the epoch time START_AT, so that every worker requests the row lock at once,
 then prints the version of the tokens that it got.
 """
 

@@ -26,7 +26,7 @@ def make_line(index: int, *, name: str | None = None, reason: str = NEVER_CONNEC
               action: Action | None = None) -> DigestLine:
     account = Account(id=index, name=name or f"Account {index:05d}", name_key="", location_id=f"loc-{index}",
                       owner_user_id=owner, reason=reason, red_since=NOW - timedelta(days=3))
-    # As advise does for an account that still holds tokens.
+    # As advise does for an account that still stores tokens.
     action = action or (Action.RESET if reason == NEEDS_RECONNECT else Action.CONNECT)
     return DigestLine(account=account, advice=Advice(f"Next step for loc-{index}.", action))
 

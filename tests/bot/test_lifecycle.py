@@ -1,6 +1,6 @@
 """Connection lifecycle: refresh job, token helper, failure states and window, health check.
 
-Every CRM answer comes from the CRM simulator over HTTP, and the database is real.
+Every CRM response comes from the CRM simulator over HTTP, and the database is real.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def test_call_second_401_raises(bot):
     assert len(crm.requests_to("/locations/loc-acme")) == 2
 
 
-# Failure states, each from the CRM's own answer
+# Failure states, each from the CRM's own response
 
 def test_invalid_grant_needs_reconnect(bot):
     services, crm = bot.services, bot.crm
@@ -215,7 +215,7 @@ def test_invalid_grant_needs_reconnect(bot):
     assert account.reason == "needs_reconnect"
     assert "refresh token is invalid" in account.last_error
     assert any("No Active CRM Connection" in text for text in owner_dms(bot))
-    # A final answer is not retried.
+    # A final response is not retried.
     assert refresh_due_connections(services).outcomes == {}
 
 

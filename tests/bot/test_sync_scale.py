@@ -2,7 +2,7 @@
 
 The simulator allows 100 requests per 1 s per company here, ten times the real
 100 per 10 s, to keep the test short. The bot's client learns that limit from
-the X-RateLimit-* headers of the first answer.
+the X-RateLimit-* headers of the first response.
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ def test_invalid_client(crm, client):
     assert error.value.reason is CrmReason.INVALID_CLIENT
 
 
-def test_installed_locations_without_app_id_is_app_id_error(crm, client):
+def test_installed_locations_missing_app_id(crm, client):
     agency = client.exchange_code(code_for(crm, client, "company:comp-agency-1"))
 
     with pytest.raises(CrmError) as error:
